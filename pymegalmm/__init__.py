@@ -1,0 +1,25 @@
+"""pymegalmm: multi-trait linear mixed models for thousands of traits (MegaLMM).
+
+The user-facing object is :class:`pymegalmm.MegaLMM`; simulators live in
+:mod:`pymegalmm.datasets` and a univariate GBLUP baseline in :mod:`pymegalmm.baselines`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from ._config import show_config
+
+__version__ = "0.1.0"
+
+__all__ = ["MegaLMM", "Control", "Priors", "show_config", "__version__"]
+
+_LAZY = {"MegaLMM": "model", "Control": "control", "Priors": "priors"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the heavier modules only when first used."""
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'pymegalmm' has no attribute {name!r}")

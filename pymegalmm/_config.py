@@ -1,0 +1,92 @@
+"""Build and runtime configuration: OpenMP, threads, BLAS (``show_config``)."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import warnings
+
+_warned = False
+
+
+def kernels_module():
+    """Return the compiled kernel module, with a clear error when it is not built."""
+    try:
+        from . import _kernels
+    except ImportError as exc:  # pragma: no cover - only on a broken install
+        raise ImportError(
+            "pymegalmm's compiled kernels are not built. Install the package with "
+            "`pip install .` (or `python setup.py build_ext --inplace` in a source tree)."
+        ) from exc
+    global _warned
+    if not _kernels.openmp_enabled() and not _warned:
+        _warned = True
+        warnings.warn(
+            "pymegalmm was built without OpenMP: the sampler runs on one thread. "
+            "Results are identical, only slower. Rebuild with a compiler that supports "
+            "-fopenmp to use several cores.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return _kernels
+
+
+def config() -> dict[str, object]:
+    """Return the configuration shown by :func:`show_config` as a dictionary."""
+    from . import __version__
+
+    info: dict[str, object] = {
+        "pymegalmm": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    try:
+        from . import _kernels
+
+        info["kernels"] = "built"
+        info["openmp"] = bool(_kernels.openmp_enabled())
+        info["openmp_max_threads"] = int(_kernels.openmp_max_threads())
+    except ImportError:
+        info["kernels"] = "NOT BUILT"
+        info["openmp"] = False
+        info["openmp_max_threads"] = 1
+    import numpy
+    import scipy
+
+    info["numpy"] = numpy.__version__
+    info["scipy"] = scipy.__version__
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [
+            f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads)"
+            for p in threadpool_info()
+            if p.get("user_api") == "blas"
+        ]
+    except ImportError:  # pragma: no cover
+        info["blas"] = ["threadpoolctl not installed"]
+    return info
+
+
+def show_config() -> None:
+    """Print the build and runtime configuration (OpenMP, threads, BLAS, versions).
+
+    Examples
+    --------
+    >>> import pymegalmm
+    >>> pymegalmm.show_config()  # doctest: +SKIP
+    pymegalmm          0.1.0
+    OpenMP             enabled (2 threads)
+    ...
+    """
+    info = config()
+    omp = info["openmp"]
+    print(f"{'pymegalmm':<18} {info['pymegalmm']}")
+    print(f"{'python':<18} {info['python']} on {info['platform']}")
+    print(f"{'kernels':<18} {info['kernels']}")
+    state = f"enabled ({info['openmp_max_threads']} threads)" if omp else "disabled (serial build)"
+    print(f"{'OpenMP':<18} {state}")
+    print(f"{'numpy':<18} {info['numpy']}")
+    print(f"{'scipy':<18} {info['scipy']}")
+    for line in info["blas"] or ["none found"]:
+        print(f"{'BLAS':<18} {line}")

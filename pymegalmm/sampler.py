@@ -1,0 +1,307 @@
+"""One Gibbs iteration of MegaLMM, step by step.
+
+The model (internal scale, ``Eta`` = centred/scaled ``Y`` with missing cells imputed)::
+
+    Eta = X1 B1 + F Lambda + Z U_R + E_R      (t independent LMMs given F, Lambda)
+    F   =              Z U_F + E_F            (k independent LMMs)
+
+Every column of ``Eta - F Lambda`` and of ``F`` is a univariate LMM with total
+precision ``tau`` and variance proportions ``h2`` on a discrete grid.  Rows are
+rotated once (``Qt``) so that, with one random effect, ``V(h2)`` is diagonal for
+every grid point.  See ``docs/sampler.md`` and METHOD.md (R MegaLMM 0.9.5) for
+the full conditionals; step numbers below follow METHOD.md section 3.
+
+Reproducibility: all random numbers of an iteration are drawn here, in a fixed
+order, by the chain's ``numpy.random.Generator``; kernels only consume them, so
+draws do not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+
+from ._config import kernels_module
+from .linalg import matmul
+from .precompute import DenseRandomEffects, DiagonalRandomEffect
+from .priors import Priors
+from .state import ChainState
+
+
+@dataclass
+class SamplerData:
+    """Everything a chain needs that does not change between iterations.
+
+    Attributes
+    ----------
+    Y : (n, t) scaled traits, NaN = missing (Fortran-ordered).
+    missing : (n, t) bool mask of missing cells.
+    QtX1 : (n, b1) rotated fixed-effect design.
+    re : random-effect back-end (rotation, grid factors).
+    grid : (m, G) h2 grid.
+    log_prior_resid, log_prior_factor : (G,) log prior weights of the grid.
+    priors : Priors.
+    n_factors : int.
+    """
+
+    Y: np.ndarray
+    missing: np.ndarray
+    QtX1: np.ndarray
+    re: DiagonalRandomEffect | DenseRandomEffects
+    grid: np.ndarray
+    log_prior_resid: np.ndarray
+    log_prior_factor: np.ndarray
+    priors: Priors
+    n_factors: int
+
+    @property
+    def n(self) -> int:
+        """Number of rows."""
+        return self.Y.shape[0]
+
+    @property
+    def t(self) -> int:
+        """Number of traits."""
+        return self.Y.shape[1]
+
+    @property
+    def has_missing(self) -> bool:
+        """Whether any cell of Y is imputed."""
+        return bool(self.missing.any())
+
+
+def _normal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """Standard normals as a Fortran-ordered ``rows x cols`` array (columns contiguous)."""
+    return rng.standard_normal((cols, rows)).T
+
+
+def _residual_proportion(grid: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``1 - sum_m h2_m`` for each column's grid point."""
+    return 1.0 - grid[:, index].sum(axis=0)
+
+
+# ---------------------------------------------------------------------------
+# The iteration
+# ---------------------------------------------------------------------------
+
+def gibbs_iteration(s: ChainState, d: SamplerData) -> None:
+    """Advance the chain ``s`` by one Gibbs iteration (in place)."""
+    kern = kernels_module()
+    rng, k, n = s.rng, d.n_factors, d.n
+    pri = d.priors
+
+    # Step 1. Per trait, jointly: fixed effects B1 (flat prior, with Lambda integrated
+    # out), tot_Eta_prec, then loadings Lambda (ARD prior), given resid_h2 and the
+    # previous F.  Penalised columns first, flat columns last.
+    X = np.hstack([s.QtF, d.QtX1])
+    stats = d.re.gram_stats(X, s.QtEta, s.resid_h2_index)
+    coef = np.empty((X.shape[1], d.t), order="F")
+    tau = np.empty(d.t)
+    z = _normal(rng, X.shape[1], d.t)
+    shape = pri.tot_Y_var.shape + 0.5 * n
+    gamma = rng.standard_gamma(shape, size=d.t)
+    n_bad = kern.sample_coefficients(
+        stats.gram, stats.gram_index, stats.XtWy, stats.yWy, s.Lambda_prec,
+        s.tot_Eta_prec, np.full(d.t, pri.tot_Y_var.rate), gamma, z, coef, tau,
+    )
+    if n_bad:
+        raise FloatingPointError(
+            f"iteration {s.nrun + 1}: the regression of {n_bad} trait(s) was not positive "
+            "definite; the fixed-effect design may be collinear"
+        )
+    s.Lambda, s.B1, s.tot_Eta_prec = coef[:k], coef[k:], tau
+
+    # Step 2. resid_h2 from its discrete posterior over the whole grid (U_R integrated
+    # out), then U_R given resid_h2.
+    E_fixed = matmul(d.QtX1, s.B1, out=s.QtEta.copy(order="F"), alpha=-1.0, beta=1.0)
+    E = matmul(s.QtF, s.Lambda, out=E_fixed.copy(order="F"), alpha=-1.0, beta=1.0)
+    SS = d.re.grid_quadratic_forms(E)
+    s.resid_h2_index = _sample_grid(kern, SS, d.re.log_det, d.log_prior_resid, s.tot_Eta_prec, rng)
+    s.U_R = d.re.sample_effects(E, s.resid_h2_index, s.tot_Eta_prec, _normal(rng, d.re.n_coef, d.t))
+    genetic_R = d.re.genetic_values(s.U_R)  # rotated Z U_R
+
+    # Step 3. tot_F_prec given the previous F_h2 (the factors have no fixed effects).
+    SS_F = d.re.grid_quadratic_forms(s.QtF)
+    ss = SS_F[np.arange(k), s.F_h2_index]
+    shape_F = pri.tot_F_var.shape + 0.5 * n
+    s.tot_F_prec = rng.standard_gamma(shape_F, size=k) / (pri.tot_F_var.rate + 0.5 * ss)
+
+    # Step 4. F_h2 from its discrete posterior.
+    s.F_h2_index = _sample_grid(kern, SS_F, d.re.log_det, d.log_prior_factor, s.tot_F_prec, rng)
+
+    # Step 5. U_F given F_h2.
+    s.U_F = d.re.sample_effects(s.QtF, s.F_h2_index, s.tot_F_prec, _normal(rng, d.re.n_coef, k))
+
+    # Step 6. Factor scores F, row by row, given Lambda, the trait residual precisions
+    # and the factors' prior mean Z U_F.
+    resid_prec = s.tot_Eta_prec / _residual_proportion(d.grid, s.resid_h2_index)
+    factor_prec = s.tot_F_prec / _residual_proportion(d.grid, s.F_h2_index)
+    s.QtF = sample_factor_scores(
+        E_fixed - genetic_R, s.Lambda, resid_prec, d.re.genetic_values(s.U_F), factor_prec,
+        _normal(rng, n, k),
+    )
+
+    # Step 7. ARD shrinkage of the loadings: local phi, then the global deltas.
+    s.Lambda_phi, s.delta = sample_ard(s.Lambda, s.tot_Eta_prec, s.Lambda_phi, s.delta, pri, rng)
+
+    # Step 9. Impute the missing cells of Eta from this iteration's values.
+    if d.has_missing:
+        eta_mean = d.re.unrotate(_rotated_mean(s, d, genetic_R))
+        impute_missing(s, d, eta_mean, rng)
+
+    s.nrun += 1
+
+
+def _sample_grid(kern, SS, log_det, log_prior, tau, rng) -> np.ndarray:
+    """Grid index per column from its discrete posterior (one uniform per column)."""
+    out = np.empty(SS.shape[0], dtype=np.intp)
+    kern.sample_grid_index(SS, log_det, log_prior, np.ascontiguousarray(tau),
+                           rng.random(SS.shape[0]), out)
+    return out
+
+
+def sample_factor_scores(
+    E: np.ndarray,
+    Lambda: np.ndarray,
+    resid_prec: np.ndarray,
+    prior_mean: np.ndarray,
+    factor_prec: np.ndarray,
+    z: np.ndarray,
+) -> np.ndarray:
+    """Draw factor scores row-wise (step 6).
+
+    Each row ``f_i`` has likelihood ``E_i ~ N(f_i Lambda, diag(1/resid_prec))`` and
+    prior ``f_i ~ N(prior_mean_i, diag(1/factor_prec))``, so
+    ``f_i ~ N(Sigma^-1 (Lambda diag(resid_prec) E_i' + diag(factor_prec) m_i'), Sigma^-1)``
+    with ``Sigma = Lambda diag(resid_prec) Lambda' + diag(factor_prec)``.  The rows
+    are exchangeable under any orthogonal rotation, so this is applied to rotated
+    rows directly.
+
+    Parameters
+    ----------
+    E : (n, t) residuals ``Eta - X1 B1 - Z U_R`` (rotated).
+    Lambda : (k, t) loadings.
+    resid_prec : (t,) residual precision of each trait.
+    prior_mean : (n, k) factors' genetic values ``Z U_F`` (rotated).
+    factor_prec : (k,) residual precision of each factor.
+    z : (n, k) standard normal draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, k)`` Fortran-ordered factor scores (rotated).
+    """
+    L_w = Lambda * resid_prec  # Lambda diag(resid_prec)
+    Sigma = L_w @ Lambda.T
+    Sigma[np.diag_indices_from(Sigma)] += factor_prec
+    U = sla.cholesky(Sigma, lower=False, check_finite=False)
+    rhs = E @ L_w.T + prior_mean * factor_prec
+    mean = sla.cho_solve((U, False), rhs.T, check_finite=False)
+    noise = sla.solve_triangular(U, z.T, lower=False, check_finite=False)
+    return np.asfortranarray((mean + noise).T)
+
+
+def sample_ard(
+    Lambda: np.ndarray,
+    tau: np.ndarray,
+    phi: np.ndarray,
+    delta: np.ndarray,
+    priors: Priors,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """ARD prior update (step 7): ``phi`` then ``delta_iterations_factor`` sweeps of ``delta``.
+
+    ``phi_kj ~ Gamma((nu+1)/2, rate (nu + tauh_k tau_j lambda_kj^2)/2)`` with the
+    previous ``tauh = cumprod(delta)``; then, with ``s_k = sum_j tau_j phi_kj lambda_kj^2 / 2``,
+    ``delta`` is swept as in :func:`pymegalmm._kernels.sample_ard_delta`.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        New ``phi`` (``k x t``, Fortran-ordered) and ``delta`` (``k``).
+    """
+    ard = priors.Lambda_prior
+    nu = ard.Lambda_df
+    k, t = Lambda.shape
+    lam2_tau = np.square(Lambda) * tau  # tau_j lambda_kj^2
+    tauh = np.cumprod(delta)
+    gamma = rng.standard_gamma(0.5 * (nu + 1.0), size=(t, k)).T
+    phi = np.asfortranarray(gamma / (0.5 * (nu + tauh[:, None] * lam2_tau)))
+    s_k = 0.5 * (lam2_tau * phi).sum(axis=1)
+    new_delta = np.array(delta, dtype=float, copy=True)
+    u = rng.random((ard.delta_iterations_factor, k))
+    kernels_module().sample_ard_delta(
+        new_delta, s_k, float(t), ard.delta_1.shape, ard.delta_1.rate,
+        ard.delta_2.shape, ard.delta_2.rate, u,
+    )
+    return phi, new_delta
+
+
+def impute_missing(
+    s: ChainState, d: SamplerData, eta_mean: np.ndarray, rng: np.random.Generator
+) -> None:
+    """Step 9: redraw every missing cell as ``Eta_mean + N(0, (1 - sum h2_j) / tau_j)``."""
+    rows, cols = np.nonzero(d.missing)
+    sd = np.sqrt(_residual_proportion(d.grid, s.resid_h2_index) / s.tot_Eta_prec)
+    s.Eta[rows, cols] = eta_mean[rows, cols] + sd[cols] * rng.standard_normal(rows.size)
+    d.re.rotate(s.Eta, out=s.QtEta)
+
+
+def _rotated_mean(s: ChainState, d: SamplerData, genetic_R: np.ndarray) -> np.ndarray:
+    """Rotated ``X1 B1 + F Lambda + Z U_R``."""
+    out = matmul(s.QtF, s.Lambda, out=genetic_R.copy(order="F"), beta=1.0)
+    return matmul(d.QtX1, s.B1, out=out, beta=1.0)
+
+
+def eta_mean(s: ChainState, d: SamplerData) -> np.ndarray:
+    """Expected value of ``Eta`` given the state: ``X1 B1 + F Lambda + Z U_R`` (scaled units)."""
+    return d.re.unrotate(_rotated_mean(s, d, d.re.genetic_values(s.U_R)))
+
+
+# ---------------------------------------------------------------------------
+# Initialisation (METHOD.md section 4)
+# ---------------------------------------------------------------------------
+
+def initial_state(d: SamplerData, rng: np.random.Generator) -> ChainState:
+    """Draw a starting state from the priors, as R MegaLMM's ``initialize_variables``.
+
+    Loadings ``N(0, 1)``, ``tot_Eta_prec`` from its prior, ``tot_F_prec = 1``, grid
+    indices uniform over points with positive prior weight, random effects from
+    their priors, ``B1 ~ N(0, 1)``, factor scores from their prior, ARD
+    ``delta = max(1, draw from its prior)``, ``phi = 1`` followed by one ARD update,
+    and missing cells imputed from these values.
+    """
+    k, t, n, b1 = d.n_factors, d.t, d.n, d.QtX1.shape[1]
+    pri = d.priors
+    r = d.re.n_coef
+    Lambda = _normal(rng, k, t)
+    tau = rng.gamma(pri.tot_Y_var.shape, 1.0 / pri.tot_Y_var.rate, size=t)
+    tau_F = np.ones(k)
+    resid_idx = rng.choice(np.flatnonzero(np.isfinite(d.log_prior_resid)), size=t)
+    F_idx = rng.choice(np.flatnonzero(np.isfinite(d.log_prior_factor)), size=k)
+    h_R = d.grid[:, resid_idx].sum(axis=0)
+    h_F = d.grid[:, F_idx].sum(axis=0)
+    U_R = np.asfortranarray(_normal(rng, r, t) * np.sqrt(h_R / tau))
+    U_F = np.asfortranarray(_normal(rng, r, k) * np.sqrt(h_F / tau_F))
+    B1 = _normal(rng, b1, t)
+    QtF = np.asfortranarray(
+        d.re.genetic_values(U_F) + _normal(rng, n, k) * np.sqrt((1.0 - h_F) / tau_F)
+    )
+    ard = pri.Lambda_prior
+    delta = np.concatenate([
+        rng.gamma(ard.delta_1.shape, 1.0 / ard.delta_1.rate, size=1),
+        rng.gamma(ard.delta_2.shape, 1.0 / ard.delta_2.rate, size=k - 1),
+    ])
+    delta = np.maximum(delta, 1.0)
+    phi, delta = sample_ard(Lambda, tau, np.ones((k, t), order="F"), delta, pri, rng)
+    Eta = np.asfortranarray(np.where(d.missing, 0.0, d.Y))
+    s = ChainState(
+        Eta=Eta, QtEta=d.re.rotate(Eta), B1=B1, Lambda=Lambda, tot_Eta_prec=tau,
+        resid_h2_index=resid_idx.astype(np.intp), U_R=U_R, QtF=QtF, tot_F_prec=tau_F,
+        F_h2_index=F_idx.astype(np.intp), U_F=U_F, Lambda_phi=phi, delta=delta, nrun=0, rng=rng,
+    )
+    if d.has_missing:
+        impute_missing(s, d, eta_mean(s, d), rng)
+    return s

@@ -1,0 +1,84 @@
+"""The state of one Markov chain: named arrays plus its random-number generator.
+
+Arrays that hold one column per trait (or factor) are Fortran-ordered so that a
+column is contiguous for the kernels.  Quantities with a ``Qt`` prefix live in
+the rotated row space of :mod:`pymegalmm.precompute` (the identity rotation
+with several random effects).  Random-effect coefficients ``U_R`` / ``U_F`` are
+in the sampler's basis (see ``to_levels`` of the random-effect back-end).
+Saving and loading keep the generator's state, so a resumed chain continues
+exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class ChainState:
+    """Current values of all parameters of one chain (internal, scaled units).
+
+    Attributes
+    ----------
+    Eta : (n, t) scaled traits with missing cells imputed.
+    QtEta : (n, t) rotated ``Eta``.
+    B1 : (b1, t) fixed effects.
+    Lambda : (k, t) factor loadings.
+    tot_Eta_prec : (t,) total precision of each trait's residual model.
+    resid_h2_index : (t,) grid index of each trait's variance proportions.
+    U_R : (r, t) trait-specific random effects (sampler basis).
+    QtF : (n, k) rotated factor scores.
+    tot_F_prec : (k,) total precision of each factor (working parameter).
+    F_h2_index : (k,) grid index of each factor's variance proportions.
+    U_F : (r, k) factor random effects (sampler basis).
+    Lambda_phi : (k, t) local ARD precisions.
+    delta : (k,) ARD multiplicative global precisions.
+    nrun : int, iterations done.
+    rng : numpy.random.Generator of this chain.
+    """
+
+    Eta: np.ndarray
+    QtEta: np.ndarray
+    B1: np.ndarray
+    Lambda: np.ndarray
+    tot_Eta_prec: np.ndarray
+    resid_h2_index: np.ndarray
+    U_R: np.ndarray
+    QtF: np.ndarray
+    tot_F_prec: np.ndarray
+    F_h2_index: np.ndarray
+    U_F: np.ndarray
+    Lambda_phi: np.ndarray
+    delta: np.ndarray
+    nrun: int
+    rng: np.random.Generator
+
+    @property
+    def Lambda_prec(self) -> np.ndarray:
+        """Relative prior precision of the loadings, ``phi_kj * prod_{l<=k} delta_l``."""
+        return np.asfortranarray(self.Lambda_phi * np.cumprod(self.delta)[:, None])
+
+    def array_names(self) -> list[str]:
+        """Names of the array fields."""
+        return [f.name for f in fields(self) if f.name not in ("nrun", "rng")]
+
+    def save(self, path: str | Path) -> None:
+        """Write the state, including the generator's state, to an ``.npz`` file."""
+        arrays = {name: getattr(self, name) for name in self.array_names()}
+        meta = {"nrun": self.nrun, "rng": self.rng.bit_generator.state,
+                "bit_generator": type(self.rng.bit_generator).__name__}
+        np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ChainState:
+        """Read a state written by :meth:`save`; the generator continues exactly."""
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["__meta__"]))
+            arrays = {name: np.asfortranarray(f[name]) for name in f.files if name != "__meta__"}
+        bit_gen = getattr(np.random, meta["bit_generator"])()
+        bit_gen.state = meta["rng"]
+        return cls(**arrays, nrun=int(meta["nrun"]), rng=np.random.Generator(bit_gen))

@@ -1,0 +1,92 @@
+"""Build the Cython kernels, with OpenMP when the compiler supports it.
+
+The compiler is probed once with a tiny OpenMP program.  If ``-fopenmp`` does not
+compile and link (e.g. Apple clang without libomp), the extension is built
+serially: ``prange`` loops then run on one thread and ``pymegalmm.show_config()``
+reports ``OpenMP: disabled``.  Set ``PYMEGALMM_NO_OPENMP=1`` to force a serial build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+OPENMP_PROBE = textwrap.dedent(
+    """
+    #include <omp.h>
+    #include <stdio.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        printf("%d", n > 0);
+        return 0;
+    }
+    """
+)
+
+
+def openmp_flags() -> tuple[list[str], list[str]]:
+    """Return (compile, link) flags for OpenMP, or two empty lists when unsupported."""
+    if os.environ.get("PYMEGALMM_NO_OPENMP"):
+        print("pymegalmm: PYMEGALMM_NO_OPENMP set, building without OpenMP")
+        return [], []
+    if sys.platform == "win32":
+        return ["/openmp"], []
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    cc = cc.split()
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "probe.c")
+        exe = os.path.join(tmp, "probe")
+        with open(src, "w") as fh:
+            fh.write(OPENMP_PROBE)
+        result = subprocess.run(
+            [*cc, "-fopenmp", src, "-o", exe], capture_output=True, text=True
+        )
+        if result.returncode == 0 and subprocess.run([exe], capture_output=True).returncode == 0:
+            return ["-fopenmp"], ["-fopenmp"]
+    except OSError:
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        "pymegalmm: WARNING the C compiler does not support OpenMP; "
+        "building the kernels single-threaded"
+    )
+    return [], []
+
+
+compile_omp, link_omp = openmp_flags()
+extensions = [
+    Extension(
+        "pymegalmm._kernels",
+        ["pymegalmm/_kernels.pyx"],
+        include_dirs=[np.get_include()],
+        extra_compile_args=["-O3", *compile_omp],
+        extra_link_args=link_omp,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    )
+)
