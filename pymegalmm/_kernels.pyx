@@ -148,7 +148,7 @@ def sample_coefficients(
     """
     cdef Py_ssize_t p = gram.shape[1], t = XtWy.shape[1], p_pen = prior_prec.shape[0]
     cdef Py_ssize_t j, l, m, g
-    cdef int n_flat = <int>(p - p_pen), ip = <int>p, ipen = <int>p_pen, one = 1, info
+    cdef int n_flat = <int>(p - p_pen), ip = <int>max(p, 1), ipen = <int>p_pen, one = 1, info
     cdef int n_bad = 0
     cdef double *P
     cdef double *w
@@ -171,7 +171,8 @@ def sample_coefficients(
             for l in range(p_pen):
                 P[l * p + l] = P[l * p + l] + prior_prec[l, j]
             info = 0
-            dpotrf("U", &ip, P, &ip, &info)
+            if p > 0:
+                dpotrf("U", &ip, P, &ip, &info)
             if info != 0:
                 n_bad += 1
                 for l in range(p):
@@ -181,7 +182,8 @@ def sample_coefficients(
             # w = U^-T c
             for l in range(p):
                 w[l] = XtWy[l, j]
-            dtrsv("U", "T", "N", &ip, P, &ip, w, &one)
+            if p > 0:
+                dtrsv("U", "T", "N", &ip, P, &ip, w, &one)
             # (1a) alpha = U_aa^-1 (w_a + z_a / sqrt(tau_old))
             sd = 1.0 / sqrt(tau_old[j])
             for m in range(n_flat):
@@ -394,12 +396,13 @@ def sample_ard_delta(
 
 
 # ---------------------------------------------------------------------------
-# Dense products over fixed column blocks (threads over blocks, BLAS serial)
+# Dense products over fixed tiles (threads over tiles, BLAS serial)
 # ---------------------------------------------------------------------------
 
 from scipy.linalg.cython_blas cimport dgemm
 
 GEMM_BLOCK = 64
+GEMM_ROW_BLOCK = 128
 
 
 def gemm_columns(
@@ -409,46 +412,51 @@ def gemm_columns(
     double alpha=1.0,
     double beta=0.0,
     Py_ssize_t block=GEMM_BLOCK,
+    Py_ssize_t row_block=GEMM_ROW_BLOCK,
 ):
-    """``C = alpha A B + beta C`` computed over fixed blocks of ``block`` columns.
+    """``C = alpha A B + beta C`` computed over fixed tiles of ``row_block x block``.
 
-    Each block is one serial ``dgemm`` call and is processed by one OpenMP thread.
-    The block boundaries do not depend on the number of threads, so the result
-    is bit-identical for any thread count (call it with the BLAS library
-    limited to one thread, as the sampler does).
+    Each tile is one serial ``dgemm`` call processed by one OpenMP thread.  The
+    tiling does not depend on the number of threads, so the result is
+    bit-identical for any thread count (call it with the BLAS library limited
+    to one thread, as the sampler does).  Different tilings may differ in the
+    last bits: BLAS kernels treat edge tiles differently.
 
     Parameters
     ----------
     A : (m, k) Fortran-ordered.
     B : (k, n) Fortran-ordered.
-    C : (m, n) Fortran-ordered output (read when ``beta != 0``).
+    C : (m, n) Fortran-ordered output (read only when ``beta != 0``).
     alpha, beta : scalars.
-    block : columns per block.
+    block, row_block : columns and rows per tile.
     """
     cdef int m = <int>A.shape[0], kk = <int>A.shape[1], n = <int>B.shape[1]
-    cdef Py_ssize_t n_blocks, b, start
-    cdef int width, lda, ldb, ldc
+    cdef Py_ssize_t n_cb, n_rb, tile, cb, rb, i, j
+    cdef int width, height, lda, ldb, ldc
     if B.shape[0] != kk or C.shape[0] != m or C.shape[1] != n:
         raise ValueError(
             f"gemm_columns: shapes {A.shape[0]}x{A.shape[1]} @ {B.shape[0]}x{B.shape[1]} "
             f"-> {C.shape[0]}x{C.shape[1]} do not match"
         )
-    if block < 1:
-        raise ValueError("gemm_columns: block must be >= 1")
+    if block < 1 or row_block < 1:
+        raise ValueError("gemm_columns: block sizes must be >= 1")
     if m == 0 or n == 0:
         return
     if kk == 0:
-        for b in range(n):
-            for start in range(m):
-                C[start, b] = beta * C[start, b]
+        for j in range(n):
+            for i in range(m):
+                C[i, j] = 0.0 if beta == 0.0 else beta * C[i, j]
         return
-    lda = <int>max(m, 1)
-    ldb = <int>max(kk, 1)
-    ldc = lda
-    n_blocks = (n + block - 1) // block
+    lda = m
+    ldb = kk
+    ldc = m
+    n_cb = (n + block - 1) // block
+    n_rb = (m + row_block - 1) // row_block
     with nogil:
-        for b in prange(n_blocks, schedule="static"):
-            start = b * block
-            width = <int>min(block, n - start)
-            dgemm("N", "N", &m, &width, &kk, &alpha, <double *>&A[0, 0], &lda,
-                  <double *>&B[0, start], &ldb, &beta, &C[0, start], &ldc)
+        for tile in prange(n_cb * n_rb, schedule="static"):
+            rb = tile % n_rb
+            cb = tile // n_rb
+            height = <int>min(row_block, m - rb * row_block)
+            width = <int>min(block, n - cb * block)
+            dgemm("N", "N", &height, &width, &kk, &alpha, <double *>&A[rb * row_block, 0], &lda,
+                  <double *>&B[0, cb * block], &ldb, &beta, &C[rb * row_block, cb * block], &ldc)

@@ -1,0 +1,431 @@
+"""The user-facing :class:`MegaLMM` object: data and formula in, labelled posterior out."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from tqdm.auto import tqdm
+
+from .control import Control
+from .design import Design, build_design
+from .linalg import sampling_threads
+from .posterior import (
+    DEFAULT_RECORD,
+    DESCRIPTIONS,
+    PARAM_DIMS,
+    Coordinates,
+    DrawStore,
+    add_derived,
+    draws_to_dataset,
+    evaluate_function,
+)
+from .precompute import (
+    DenseRandomEffects,
+    DiagonalRandomEffect,
+    estimate_precompute_bytes,
+    h2_log_prior,
+    make_h2_grid,
+)
+from .priors import Priors
+from .sampler import SamplerData, eta_mean, gibbs_iteration, initial_state
+from .state import ChainState
+
+#: Above this size (bytes) per posterior variable, G and R are not added to ``posterior``.
+DERIVED_MEMORY_LIMIT = 2**30
+
+
+class MegaLMM:
+    """Multi-trait linear mixed model fitted by MegaLMM's Gibbs sampler.
+
+    ``Y = X1 B1 + F Lambda + Z U_R + E_R`` with ``F = Z U_F + E_F``: the traits'
+    covariance is modelled by ``n_factors`` latent factors, each with its own
+    variance proportions, plus one independent mixed model per trait.
+
+    Parameters
+    ----------
+    Y : pandas.DataFrame or array (n x t)
+        Traits, one column each; NaN marks a missing cell, which is imputed
+        every iteration (and predicted by :meth:`predict`).
+    formula : str
+        One-sided lme4-style formula, e.g. ``"~ Population + (1|Line)"``.
+        Fixed part parsed by formulaic; random terms ``(1|g)``, ``(1|a:b)``,
+        ``(0 + x|g)`` / ``(x||g)`` (independent component per column, as in R MegaLMM).
+    data : pandas.DataFrame
+        One row per row of ``Y`` with the formula's variables.
+    relmat : dict, optional
+        Grouping name -> covariance of its levels (labelled DataFrame, or
+        ``{"K": ..., "levels": ...}`` / ``{"K_inv": ..., "levels": ...}``).
+        Levels in K but not in the data are predicted.  Missing -> identity.
+    n_factors, h2_divisions, burn, thin, scale_Y : optional
+        Shortcuts for the fields of :class:`~pymegalmm.control.Control`
+        (defaults: R MegaLMM 0.9.5's ``MegaLMM_control``: 20, 100, 100, 2, True).
+    control : Control, optional
+        All run settings; the shortcuts above override its fields.
+    priors : Priors, optional
+        Priors; default :class:`~pymegalmm.priors.Priors` (R MegaLMM vignette values).
+    chains : int
+        Number of independent chains (default 1), each with its own generator
+        spawned from ``seed``.
+    seed : int or None
+        Seed of the random numbers; same seed and data give bit-identical draws
+        for any number of threads.
+    record : iterable of str
+        Parameters stored per recorded draw (see :mod:`pymegalmm.posterior`).
+    functions : dict of str -> callable, optional
+        Functions evaluated on every recorded draw: each receives a one-draw
+        ``xarray.Dataset`` of all parameters (user's scale, with coordinates) and
+        returns a DataArray (dims kept) or an array.
+    verbose : bool
+        Print the memory estimate and a short setup summary.
+
+    Examples
+    --------
+    >>> from pymegalmm import MegaLMM, datasets
+    >>> sim = datasets.simulate_factor_data(n=200, t=10, seed=1)
+    >>> m = MegaLMM(sim.Y, sim.formula, data=sim.data, relmat={"ID": sim.K},
+    ...             n_factors=5, h2_divisions=20, burn=50, seed=1, verbose=False)
+    >>> m.sample(100, progress=False)
+    >>> m.posterior["G"].mean(("chain", "draw")).shape
+    (1, 10, 10)
+    """
+
+    def __init__(
+        self,
+        Y: pd.DataFrame | np.ndarray,
+        formula: str,
+        data: pd.DataFrame,
+        relmat: Mapping[str, Any] | None = None,
+        *,
+        n_factors: int | None = None,
+        h2_divisions: int | list[int] | None = None,
+        burn: int | None = None,
+        thin: int | None = None,
+        scale_Y: bool | None = None,
+        control: Control | None = None,
+        priors: Priors | None = None,
+        chains: int = 1,
+        seed: int | None = None,
+        record: Iterable[str] = DEFAULT_RECORD,
+        functions: Mapping[str, Callable[[xr.Dataset], Any]] | None = None,
+        verbose: bool = True,
+    ) -> None:
+        shortcuts = {"n_factors": n_factors, "h2_divisions": h2_divisions, "burn": burn,
+                     "thin": thin, "scale_Y": scale_Y}
+        control = control or Control()
+        self.control = replace(control, **{k: v for k, v in shortcuts.items() if v is not None})
+        self.priors = priors or Priors()
+        if int(chains) < 1:
+            raise ValueError(f"chains must be >= 1, got {chains}")
+        self.record = list(record)
+        unknown = [name for name in self.record if name not in PARAM_DIMS]
+        if unknown:
+            raise ValueError(f"cannot record {unknown}; choose among {sorted(PARAM_DIMS)}")
+        self.functions = dict(functions or {})
+        self.verbose = verbose
+        t0 = time.perf_counter()
+
+        self.design: Design = build_design(
+            Y, formula, data, relmat, K_eigen_tol=self.control.K_eigen_tol
+        )
+        if not self.design.random:
+            raise ValueError(
+                "the formula has no random-effect term; MegaLMM needs at least one, "
+                "e.g. '~ 1 + (1|Line)'"
+            )
+        self._set_scaling()
+        self.grid = make_h2_grid(len(self.design.random), self.control.h2_divisions)
+        self._check_memory()
+        self.re = self._build_random_effects()
+        Ys = (self.design.Y - self.Y_mean) / self.Y_sd
+        self.data = SamplerData(
+            Y=np.asfortranarray(Ys),
+            missing=np.isnan(Ys),
+            QtX1=np.ascontiguousarray(self.re.rotate(self.design.X1)),
+            re=self.re,
+            grid=self.grid,
+            log_prior_resid=h2_log_prior(self.priors.h2_prior_resids, self.grid, "h2_prior_resids"),
+            log_prior_factor=h2_log_prior(self.priors.h2_prior_factors, self.grid,
+                                          "h2_prior_factors"),
+            priors=self.priors,
+            n_factors=int(self.control.n_factors),
+        )
+        self.coords = self._coordinates()
+        seeds = np.random.SeedSequence(seed).spawn(int(chains))
+        self.states: list[ChainState] = [
+            initial_state(self.data, np.random.default_rng(s)) for s in seeds
+        ]
+        self.stores = [DrawStore(self.record) for _ in self.states]
+        self.setup_seconds = time.perf_counter() - t0
+        self.sampling_seconds = 0.0
+        self.iterations_timed = 0
+        if verbose:
+            print(self.summary())
+
+    # ------------------------------------------------------------------ setup
+
+    def _set_scaling(self) -> None:
+        Y = self.design.Y
+        if self.control.scale_Y:
+            self.Y_mean = np.nanmean(Y, axis=0)
+            n_obs = np.sum(~np.isnan(Y), axis=0)
+            sd = np.nanstd(Y, axis=0, ddof=1)
+            bad = [str(self.design.traits[j]) for j in np.flatnonzero((n_obs < 2) | ~(sd > 0))]
+            if bad:
+                raise ValueError(
+                    f"trait(s) {bad[:10]} have fewer than 2 observations or no variation; "
+                    "remove them or set scale_Y=False"
+                )
+            self.Y_sd = sd
+        else:
+            self.Y_mean = np.zeros(Y.shape[1])
+            self.Y_sd = np.ones(Y.shape[1])
+        # B1 is reported on the user's scale: the trait mean goes to the combination
+        # of X1's columns that equals 1 on every row (the intercept), when there is one.
+        X1 = self.design.X1
+        if X1.shape[1]:
+            c, *_ = np.linalg.lstsq(X1, np.ones(X1.shape[0]), rcond=None)
+            self._mean_in_B1 = c if np.allclose(X1 @ c, 1.0, atol=1e-8) else None
+        else:
+            self._mean_in_B1 = None
+
+    def _check_memory(self) -> None:
+        n = self.design.n
+        r = sum(re.K_tilde.shape[0] for re in self.design.random)
+        nbytes = estimate_precompute_bytes(n, r, self.grid.shape[1], len(self.design.random))
+        gb = nbytes / 2**30
+        if self.verbose:
+            print(f"pymegalmm: precomputed factors need about {gb:.2f} GB "
+                  f"({self.grid.shape[1]} grid points, n = {n}, {r} random-effect levels)")
+        if gb > self.control.max_precompute_gb:
+            raise MemoryError(
+                f"the precomputed factors would need {gb:.2f} GB, above "
+                f"max_precompute_gb = {self.control.max_precompute_gb}; reduce h2_divisions "
+                f"(now {self.control.h2_divisions}, {self.grid.shape[1]} grid points) or raise "
+                "Control.max_precompute_gb"
+            )
+
+    def _build_random_effects(self) -> DiagonalRandomEffect | DenseRandomEffects:
+        res = self.design.random
+        if len(res) == 1:
+            return DiagonalRandomEffect(res[0].ZL, res[0].K_tilde, res[0].L, self.grid)
+        return DenseRandomEffects([r.ZL for r in res], [r.K_tilde for r in res],
+                                  [r.L for r in res], self.grid)
+
+    def _coordinates(self) -> Coordinates:
+        res = self.design.random
+        if len(res) == 1:
+            levels = [str(v) for v in res[0].levels]
+            level_effect: list[str] = []
+        else:
+            levels = [f"{r.name}:{v}" for r in res for v in r.levels]
+            level_effect = [r.name for r in res for _ in r.levels]
+        return Coordinates(
+            trait=[str(v) for v in self.design.traits],
+            factor=[f"F{i + 1}" for i in range(self.data.n_factors)],
+            fixed=list(self.design.fixed_names),
+            level=levels,
+            component=[r.name for r in res],
+            row=list(self.design.rows),
+            level_effect=level_effect,
+        )
+
+    # --------------------------------------------------------------- sampling
+
+    def sample(self, n_iter: int, progress: bool = True) -> MegaLMM:
+        """Run ``n_iter`` Gibbs iterations on every chain, recording after ``burn``.
+
+        Parameters
+        ----------
+        n_iter : int
+            Iterations per chain.
+        progress : bool
+            Show a progress bar (tqdm).
+
+        Returns
+        -------
+        MegaLMM
+            ``self``, for chaining.
+        """
+        if int(n_iter) < 0:
+            raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+        t0 = time.perf_counter()
+        bar = tqdm(total=int(n_iter) * len(self.states), disable=not progress,
+                   desc="MegaLMM", unit="it")
+        with sampling_threads(self.control.n_threads):
+            for _ in range(int(n_iter)):
+                for state, store in zip(self.states, self.stores, strict=True):
+                    gibbs_iteration(state, self.data)
+                    if self._is_recorded(state.nrun):
+                        self._record(state, store)
+                    bar.update(1)
+        bar.close()
+        self.sampling_seconds += time.perf_counter() - t0
+        self.iterations_timed += int(n_iter) * len(self.states)
+        self._check_finite()
+        return self
+
+    def _is_recorded(self, nrun: int) -> bool:
+        burn, thin = self.control.burn, self.control.thin
+        return nrun > burn and (nrun - burn) % thin == 0
+
+    def _check_finite(self) -> None:
+        for c, state in enumerate(self.states):
+            for name in state.array_names():
+                value = getattr(state, name)
+                if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                    raise FloatingPointError(
+                        f"chain {c}: {name} has non-finite values after iteration {state.nrun}"
+                    )
+
+    def user_scale(self, state: ChainState) -> dict[str, np.ndarray]:
+        """All parameters of ``state`` on the user's scale, factors of unit variance.
+
+        Parameters
+        ----------
+        state : ChainState
+            A chain's current state.
+
+        Returns
+        -------
+        dict of str -> numpy.ndarray
+            Keys of :data:`pymegalmm.posterior.PARAM_DIMS`.
+        """
+        sd, re, grid = self.Y_sd, self.re, self.grid
+        f_sd = np.sqrt(state.tot_F_prec)
+        B1 = state.B1 * sd
+        if self._mean_in_B1 is not None:
+            B1 = B1 + np.outer(self._mean_in_B1, self.Y_mean)
+        return {
+            "Lambda": state.Lambda / f_sd[:, None] * sd,
+            "F": re.unrotate(state.QtF) * f_sd,
+            "U_F": re.to_levels(state.U_F) * f_sd,
+            "U_R": re.to_levels(state.U_R) * sd,
+            "B1": B1,
+            "F_h2": grid[:, state.F_h2_index],
+            "resid_h2": grid[:, state.resid_h2_index],
+            "tot_Eta_prec": state.tot_Eta_prec / sd**2,
+            "tot_F_prec": state.tot_F_prec.copy(),
+            "delta": state.delta.copy(),
+        }
+
+    def _record(self, state: ChainState, store: DrawStore) -> None:
+        values = self.user_scale(state)
+        store.add(values)
+        store.add_to_mean("Eta_mean", eta_mean(state, self.data) * self.Y_sd + self.Y_mean)
+        store.n_means += 1
+        if self.functions:
+            draw = self._draw_dataset(values)
+            for name, fn in self.functions.items():
+                store.add_function(name, evaluate_function(fn, draw, name))
+
+    def _draw_dataset(self, values: dict[str, np.ndarray]) -> xr.Dataset:
+        data_vars = {name: (PARAM_DIMS[name], value) for name, value in values.items()}
+        dims = {d for dims in PARAM_DIMS.values() for d in dims}
+        ds = xr.Dataset(data_vars, coords=self.coords.for_dims(dims))
+        return add_derived(ds.expand_dims(chain=1, draw=1)).isel(chain=0, draw=0)
+
+    def clear_posterior(self) -> None:
+        """Forget the recorded draws and posterior means; later draws start a new posterior."""
+        for store in self.stores:
+            store.clear()
+
+    # ---------------------------------------------------------------- results
+
+    @property
+    def n_draws(self) -> int:
+        """Recorded draws per chain."""
+        return len(self.stores[0])
+
+    @property
+    def posterior(self) -> xr.Dataset:
+        """Recorded draws plus ``U``, ``G``, ``R`` and ``h2`` as a labelled ``xarray.Dataset``.
+
+        Dims: ``chain, draw`` then among ``trait, trait2, factor, fixed, level,
+        component, row``.  Everything is on the user's scale of Y with factors
+        of unit variance; each variable's ``description`` attribute says what
+        it is (see :mod:`pymegalmm.posterior`).  ``G`` and ``R`` are left out
+        when they would exceed 1 GiB; compute them from a subset with
+        :func:`pymegalmm.posterior.add_derived`.
+        """
+        ds = draws_to_dataset(self.stores, self.coords)
+        t, m = len(self.coords.trait), len(self.coords.component)
+        size = len(self.stores) * self.n_draws * m * t * t * 8
+        which = ["U", "h2"] + (["G", "R"] if size <= DERIVED_MEMORY_LIMIT else [])
+        if size > DERIVED_MEMORY_LIMIT:
+            warnings.warn(
+                f"G and R would take {size / 2**30:.1f} GiB; not added to posterior "
+                "(use pymegalmm.posterior.add_derived on a selection of traits)",
+                stacklevel=2,
+            )
+        return add_derived(ds, which)
+
+    @property
+    def posterior_means(self) -> xr.Dataset:
+        """Posterior means accumulated while sampling (``Eta_mean``: predicted Y).
+
+        Weighted by the number of draws of every chain (the plain mean over all
+        recorded draws; R MegaLMM's chunk averaging is mis-weighted, METHOD.md Q5).
+        """
+        total = sum(s.n_means for s in self.stores)
+        if total == 0:
+            raise RuntimeError("no draws recorded yet: call sample() past burn-in first")
+        mean = sum(s.mean_sums["Eta_mean"] for s in self.stores) / total
+        da = xr.DataArray(mean, dims=("row", "trait"),
+                          coords={"row": self.coords.row, "trait": self.coords.trait},
+                          attrs={"description": DESCRIPTIONS["Eta_mean"]})
+        return xr.Dataset({"Eta_mean": da})
+
+    def predict(self) -> pd.DataFrame:
+        """Posterior mean of ``E[Y]`` for every row and trait (observed or not), user's scale.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows and columns labelled like ``Y``.
+        """
+        return self.posterior_means["Eta_mean"].to_pandas()
+
+    def genetic_values(self) -> pd.DataFrame:
+        """Posterior mean of the genetic values ``U = U_F Lambda + U_R`` (levels x traits).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Levels of K (including levels without data) by traits.
+        """
+        return self.posterior["U"].mean(("chain", "draw")).to_pandas()
+
+    @property
+    def seconds_per_iteration(self) -> float:
+        """Average wall time of one iteration of one chain so far."""
+        return self.sampling_seconds / max(self.iterations_timed, 1)
+
+    def summary(self) -> str:
+        """Short text: data size, model dimensions, iterations, draws, speed."""
+        d, c = self.design, self.control
+        miss = float(np.isnan(d.Y).mean()) * 100
+        res = ", ".join(f"{r.name} ({r.n_levels} levels, rank {r.rank})" for r in d.random)
+        lines = [
+            "MegaLMM model",
+            f"  data          {d.n} rows x {d.n_traits} traits, {miss:.1f}% missing (imputed)",
+            f"  fixed         {len(d.fixed_names)} columns: {', '.join(d.fixed_names[:6])}"
+            + (" ..." if len(d.fixed_names) > 6 else ""),
+            f"  random        {res}",
+            f"  factors       {c.n_factors}; h2 grid {self.grid.shape[1]} points",
+            f"  chains        {len(self.states)}; iterations {self.states[0].nrun} "
+            f"(burn {c.burn}, thin {c.thin}); draws stored {self.n_draws}",
+            f"  time          setup {self.setup_seconds:.2f} s"
+            + (f"; {self.seconds_per_iteration * 1e3:.2f} ms / iteration"
+               if self.iterations_timed else ""),
+        ]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
