@@ -3,24 +3,24 @@
 Every recorded quantity is on the user's scale of ``Y`` with factors of unit
 variance (R MegaLMM's ``save_posterior_sample`` conventions, METHOD.md section 5):
 
-========================  ======================================  =================================================
-name                      dims (after ``chain, draw``)            meaning
-========================  ======================================  =================================================
-``Lambda``                ``factor, trait``                       factor loadings (unit-variance factors)
-``F``                     ``row, factor``                         factor scores
-``U_F``                   ``level, factor``                       factors' random effects per level
-``U_R``                   ``level, trait``                        trait-specific random effects per level
-``B1``                    ``fixed, trait``                        fixed effects (user's scale, incl. trait mean)
-``F_h2``                  ``component, factor``                   factors' variance proportions per random effect
-``resid_h2``              ``component, trait``                    residual models' variance proportions
-``tot_Eta_prec``          ``trait``                               total precision of each residual model
-``tot_F_prec``            ``factor``                              factors' working precision (internal)
-``delta``                 ``factor``                              ARD multiplicative shrinkage increments
-``U``                     ``level, trait``                        genetic values ``U_F Lambda + U_R``
-``G``                     ``component, trait, trait2``            covariance of each random effect across traits
-``R``                     ``trait, trait2``                       residual covariance across traits
-``h2``                    ``component, trait``                    share of each trait's variance per random effect
-========================  ======================================  =================================================
+================  ==========================  ============================================
+name              dims (after chain, draw)    meaning
+================  ==========================  ============================================
+``Lambda``        factor, trait               loadings (unit-variance factors)
+``F``             row, factor                 factor scores
+``U_F``           level, factor               factors' random effects per level
+``U_R``           level, trait                trait-specific random effects per level
+``B1``            fixed, trait                fixed effects (incl. the trait mean)
+``F_h2``          component, factor           factors' variance proportions
+``resid_h2``      component, trait            residual models' variance proportions
+``tot_Eta_prec``  trait                       total precision of each residual model
+``tot_F_prec``    factor                      factors' working precision (internal)
+``delta``         factor                      ARD multiplicative shrinkage increments
+``U``             level, trait                genetic values ``U_F Lambda + U_R``
+``G``             component, trait, trait2    covariance of each random effect
+``R``             trait, trait2               residual covariance
+``h2``            component, trait            share of variance per random effect
+================  ==========================  ============================================
 
 ``G_m = Lambda' diag(F_h2[m]) Lambda + diag(resid_h2[m] / tot_Eta_prec)``,
 ``R = Lambda' diag(1 - sum_m F_h2[m]) Lambda + diag((1 - sum_m resid_h2[m]) / tot_Eta_prec)``,

@@ -97,7 +97,9 @@ def h2_log_prior(prior: H2Prior, grid: np.ndarray, what: str) -> np.ndarray:
     else:
         weights = np.asarray(prior, dtype=float).reshape(-1)
     if weights.shape != (n_grid,):
-        raise ValueError(f"{what} must give one weight per grid point ({n_grid}), got {weights.shape}")
+        raise ValueError(
+            f"{what} must give one weight per grid point ({n_grid}), got {weights.shape}"
+        )
     if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
         raise ValueError(f"{what} weights must be finite, non-negative and not all zero")
     with np.errstate(divide="ignore"):
