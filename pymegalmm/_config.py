@@ -6,7 +6,11 @@ import platform
 import sys
 import warnings
 
-_warned = False
+SERIAL_BUILD_WARNING = (
+    "pymegalmm was built without OpenMP: the sampler runs on one thread. Results are "
+    "identical, only slower. Rebuild with a compiler that supports -fopenmp to use "
+    "several cores."
+)
 
 
 def kernels_module():
@@ -18,17 +22,17 @@ def kernels_module():
             "pymegalmm's compiled kernels are not built. Install the package with "
             "`pip install .` (or `python setup.py build_ext --inplace` in a source tree)."
         ) from exc
-    global _warned
-    if not _kernels.openmp_enabled() and not _warned:
-        _warned = True
-        warnings.warn(
-            "pymegalmm was built without OpenMP: the sampler runs on one thread. "
-            "Results are identical, only slower. Rebuild with a compiler that supports "
-            "-fopenmp to use several cores.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
     return _kernels
+
+
+def warn_if_serial() -> None:
+    """Warn (once, at import) when the kernels were compiled without OpenMP."""
+    try:
+        from . import _kernels
+    except ImportError:  # a source tree without the extension: reported when first used
+        return
+    if not _kernels.openmp_enabled():
+        warnings.warn(SERIAL_BUILD_WARNING, RuntimeWarning, stacklevel=3)
 
 
 def config() -> dict[str, object]:
