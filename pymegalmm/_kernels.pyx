@@ -114,6 +114,7 @@ def sample_coefficients(
     const double[::1, :] z,
     double[::1, :] coef,
     double[::1] tau,
+    const unsigned char[:, ::1] drop_flat=None,
 ):
     """Partially collapsed Gibbs draw of ``[beta, alpha]`` and ``tau`` per trait.
 
@@ -140,6 +141,9 @@ def sample_coefficients(
     gamma_draw : (t,) standard Gamma(shape + n/2) draws; ``tau = gamma_draw / rate``.
     z : (p, t) standard normal draws.
     coef : (p, t) output ``[beta; alpha]``; tau : (t,) output.
+    drop_flat : (t, p - p_pen) uint8 or None
+        Non-zero where a flat coefficient is not identifiable for that trait: it is
+        removed from the model (decoupled in ``P``) and its coefficient set to 0.
 
     Returns
     -------
@@ -155,6 +159,14 @@ def sample_coefficients(
     cdef double *alpha
     cdef double *xr
     cdef double ss, rwr, sd, q2
+    cdef bint has_drop = drop_flat is not None
+    cdef const unsigned char[:, ::1] drops
+    if has_drop:
+        if drop_flat.shape[0] != t or drop_flat.shape[1] != p - p_pen:
+            raise ValueError("sample_coefficients: drop_flat must be (t, number of flat columns)")
+        drops = drop_flat
+    else:
+        drops = np.zeros((1, 1), dtype=np.uint8)
     if gram.shape[2] != p or XtWy.shape[0] != p or z.shape[0] != p or coef.shape[0] != p:
         raise ValueError("sample_coefficients: inconsistent number of coefficients")
     if p_pen > p:
@@ -170,6 +182,13 @@ def sample_coefficients(
             memcpy(P, &gram[g, 0, 0], p * p * sizeof(double))
             for l in range(p_pen):
                 P[l * p + l] = P[l * p + l] + prior_prec[l, j]
+            if has_drop:
+                for m in range(n_flat):
+                    if drops[j, m]:
+                        for l in range(p):
+                            P[(p_pen + m) * p + l] = 0.0
+                            P[l * p + p_pen + m] = 0.0
+                        P[(p_pen + m) * p + p_pen + m] = 1.0
             info = 0
             if p > 0:
                 dpotrf("U", &ip, P, &ip, &info)
@@ -182,6 +201,10 @@ def sample_coefficients(
             # w = U^-T c
             for l in range(p):
                 w[l] = XtWy[l, j]
+            if has_drop:
+                for m in range(n_flat):
+                    if drops[j, m]:
+                        w[p_pen + m] = 0.0
             if p > 0:
                 dtrsv("U", "T", "N", &ip, P, &ip, w, &one)
             # (1a) alpha = U_aa^-1 (w_a + z_a / sqrt(tau_old))
@@ -190,6 +213,10 @@ def sample_coefficients(
                 alpha[m] = w[p_pen + m] + z[p_pen + m, j] * sd
             if n_flat > 0:
                 dtrsv("U", "N", "N", &n_flat, &P[p_pen * p + p_pen], &ip, alpha, &one)
+            if has_drop:
+                for m in range(n_flat):
+                    if drops[j, m]:
+                        alpha[m] = 0.0
             # (1b) SS = r'Wr - || U_bb^-T X_pen' W r ||^2 with r = y - X_flat alpha
             rwr = yWy[j]
             for m in range(n_flat):

@@ -32,6 +32,7 @@ from .precompute import (
     estimate_precompute_bytes,
     h2_log_prior,
     make_h2_grid,
+    unidentifiable_fixed_effects,
 )
 from .priors import Priors
 from .sampler import SamplerData, eta_mean, gibbs_iteration, initial_state
@@ -148,6 +149,7 @@ class MegaLMM:
             Y=np.asfortranarray(Ys),
             missing=np.isnan(Ys),
             QtX1=np.ascontiguousarray(self.re.rotate(self.design.X1)),
+            drop_fixed=unidentifiable_fixed_effects(self.design.X1, ~np.isnan(Ys)),
             re=self.re,
             grid=self.grid,
             log_prior_resid=h2_log_prior(self.priors.h2_prior_resids, self.grid, "h2_prior_resids"),
@@ -191,6 +193,7 @@ class MegaLMM:
         X1 = self.design.X1
         if X1.shape[1]:
             c, *_ = np.linalg.lstsq(X1, np.ones(X1.shape[0]), rcond=None)
+            c[np.abs(c) < 1e-10] = 0.0
             self._mean_in_B1 = c if np.allclose(X1 @ c, 1.0, atol=1e-8) else None
         else:
             self._mean_in_B1 = None
@@ -302,6 +305,7 @@ class MegaLMM:
         B1 = state.B1 * sd
         if self._mean_in_B1 is not None:
             B1 = B1 + np.outer(self._mean_in_B1, self.Y_mean)
+            B1[self.data.drop_fixed.T.astype(bool)] = 0.0  # not identifiable: fixed at 0
         return {
             "Lambda": state.Lambda / f_sd[:, None] * sd,
             "F": re.unrotate(state.QtF) * f_sd,

@@ -39,6 +39,8 @@ class SamplerData:
     Y : (n, t) scaled traits, NaN = missing (Fortran-ordered).
     missing : (n, t) bool mask of missing cells.
     QtX1 : (n, b1) rotated fixed-effect design.
+    drop_fixed : (t, b1) uint8, 1 where a fixed effect is not identifiable from
+        the trait's observed cells (its coefficient is fixed at 0).
     re : random-effect back-end (rotation, grid factors).
     grid : (m, G) h2 grid.
     log_prior_resid, log_prior_factor : (G,) log prior weights of the grid.
@@ -49,6 +51,7 @@ class SamplerData:
     Y: np.ndarray
     missing: np.ndarray
     QtX1: np.ndarray
+    drop_fixed: np.ndarray
     re: DiagonalRandomEffect | DenseRandomEffects
     grid: np.ndarray
     log_prior_resid: np.ndarray
@@ -104,7 +107,7 @@ def gibbs_iteration(s: ChainState, d: SamplerData) -> None:
     gamma = rng.standard_gamma(shape, size=d.t)
     n_bad = kern.sample_coefficients(
         stats.gram, stats.gram_index, stats.XtWy, stats.yWy, s.Lambda_prec,
-        s.tot_Eta_prec, np.full(d.t, pri.tot_Y_var.rate), gamma, z, coef, tau,
+        s.tot_Eta_prec, np.full(d.t, pri.tot_Y_var.rate), gamma, z, coef, tau, d.drop_fixed,
     )
     if n_bad:
         raise FloatingPointError(
@@ -285,7 +288,7 @@ def initial_state(d: SamplerData, rng: np.random.Generator) -> ChainState:
     h_F = d.grid[:, F_idx].sum(axis=0)
     U_R = np.asfortranarray(_normal(rng, r, t) * np.sqrt(h_R / tau))
     U_F = np.asfortranarray(_normal(rng, r, k) * np.sqrt(h_F / tau_F))
-    B1 = _normal(rng, b1, t)
+    B1 = np.asfortranarray(np.where(d.drop_fixed.T, 0.0, _normal(rng, b1, t)))
     QtF = np.asfortranarray(
         d.re.genetic_values(U_F) + _normal(rng, n, k) * np.sqrt((1.0 - h_F) / tau_F)
     )
