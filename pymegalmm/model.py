@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .control import Control
@@ -130,6 +131,15 @@ class MegaLMM:
             raise ValueError(f"cannot record {unknown}; choose among {sorted(PARAM_DIMS)}")
         self.functions = dict(functions or {})
         self.verbose = verbose
+        # All numerical setup runs with a single-threaded BLAS: eigendecompositions with
+        # near-degenerate eigenvalues return different (equally valid) bases for
+        # different thread counts, and the draws must not depend on the thread count.
+        with threadpool_limits(limits=1, user_api="blas"):
+            self._setup(Y, formula, data, relmat, chains, seed)
+        if verbose:
+            print(self.summary())
+
+    def _setup(self, Y, formula, data, relmat, chains, seed) -> None:
         t0 = time.perf_counter()
 
         self.design: Design = build_design(
@@ -167,8 +177,6 @@ class MegaLMM:
         self.setup_seconds = time.perf_counter() - t0
         self.sampling_seconds = 0.0
         self.iterations_timed = 0
-        if verbose:
-            print(self.summary())
 
     # ------------------------------------------------------------------ setup
 
@@ -392,7 +400,9 @@ class MegaLMM:
         Returns
         -------
         pandas.DataFrame
-            Rows and columns labelled like ``Y``.
+            Columns labelled like ``Y``; rows are those kept by the design (rows
+            of ``Y`` with no observed trait are dropped with a warning at setup;
+            their lines' genetic values are in :meth:`genetic_values`).
         """
         return self.posterior_means["Eta_mean"].to_pandas()
 

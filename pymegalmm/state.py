@@ -71,7 +71,8 @@ class ChainState:
         arrays = {name: getattr(self, name) for name in self.array_names()}
         meta = {"nrun": self.nrun, "rng": self.rng.bit_generator.state,
                 "bit_generator": type(self.rng.bit_generator).__name__}
-        np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+        with open(path, "wb") as fh:  # a file object: numpy must not append ".npz"
+            np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> ChainState:
