@@ -245,6 +245,7 @@ def fit_in_subprocesses(tmp_path, mode: str) -> list[dict[str, np.ndarray]]:
         proc = subprocess.run(
             [sys.executable, "-c", SUBPROCESS_FIT, str(sim_path), str(path), mode],
             env=env, capture_output=True, text=True, timeout=300,
+            cwd=tmp_path,  # import the installed package, not the source tree
         )
         assert proc.returncode == 0, proc.stderr
         with np.load(path) as f:
