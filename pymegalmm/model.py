@@ -36,7 +36,7 @@ from .precompute import (
     unidentifiable_fixed_effects,
 )
 from .priors import Priors
-from .sampler import SamplerData, eta_mean, gibbs_iteration, initial_state
+from .sampler import SamplerData, eta_mean, gibbs_iteration, initial_state, reorder_factors
 from .state import ChainState
 
 #: Above this size (bytes) per posterior variable, G and R are not added to ``posterior``.
@@ -342,6 +342,62 @@ class MegaLMM:
         dims = {d for dims in PARAM_DIMS.values() for d in dims}
         ds = xr.Dataset(data_vars, coords=self.coords.for_dims(dims))
         return add_derived(ds.expand_dims(chain=1, draw=1)).isel(chain=0, draw=0)
+
+    def reorder_factors(self, drop_cor_threshold: float = 0.6) -> MegaLMM:
+        """Drop redundant factors and sort factors by size, in every chain (R: ``reorder_factors``).
+
+        Factors whose scores (then genetic values) correlate above
+        ``drop_cor_threshold`` with an earlier factor are zeroed; factors are then
+        sorted by ``sum(Lambda^2) * mean(F^2)``, every factor-indexed parameter is
+        permuted with them, and the ARD prior is refreshed.  Recorded draws are
+        cleared (their factor order no longer matches) and ``burn`` moves to the
+        current iteration.  Call it between burn-in rounds; it helps chains out of
+        bad factor orders.
+
+        Parameters
+        ----------
+        drop_cor_threshold : float
+            Correlation above which a later factor is zeroed.  Default 0.6.
+
+        Returns
+        -------
+        MegaLMM
+            ``self``.
+        """
+        if not 0 < drop_cor_threshold <= 1:
+            raise ValueError(f"drop_cor_threshold must be in (0, 1], got {drop_cor_threshold}")
+        with sampling_threads(self.control.n_threads):
+            for state in self.states:
+                reorder_factors(state, self.data, drop_cor_threshold)
+        self.clear_posterior()
+        self.control.burn = max(self.control.burn, max(s.nrun for s in self.states))
+        return self
+
+    def burn_in(self, rounds: int = 5, iterations: int = 100, drop_cor_threshold: float = 0.6,
+                progress: bool = True) -> MegaLMM:
+        """Burn-in by rounds as in R MegaLMM's vignettes: sample, reorder factors, repeat.
+
+        Parameters
+        ----------
+        rounds : int
+            Number of rounds (vignette: 5).
+        iterations : int
+            Iterations per round (vignette: 100).
+        drop_cor_threshold : float
+            Passed to :meth:`reorder_factors`.
+        progress : bool
+            Progress bars.
+
+        Returns
+        -------
+        MegaLMM
+            ``self``; no draws are recorded and ``burn`` is set to the last iteration.
+        """
+        for _ in range(int(rounds)):
+            self.control.burn = max(self.control.burn, self.states[0].nrun + int(iterations))
+            self.sample(iterations, progress=progress)
+            self.reorder_factors(drop_cor_threshold)
+        return self
 
     def clear_posterior(self) -> None:
         """Forget the recorded draws and posterior means; later draws start a new posterior."""
