@@ -36,7 +36,14 @@ from .precompute import (
     unidentifiable_fixed_effects,
 )
 from .priors import Priors
-from .sampler import SamplerData, eta_mean, gibbs_iteration, initial_state, reorder_factors
+from .sampler import (
+    GroupData,
+    SamplerData,
+    eta_mean,
+    gibbs_iteration,
+    initial_state,
+    reorder_factors,
+)
 from .state import ChainState
 
 #: Above this size (bytes) per posterior variable, G and R are not added to ``posterior``.
@@ -152,28 +159,14 @@ class MegaLMM:
             )
         self._set_scaling()
         self.grid = make_h2_grid(len(self.design.random), self.control.h2_divisions)
-        self._check_memory()
-        self.re = self._build_random_effects()
-        Ys = (self.design.Y - self.Y_mean) / self.Y_sd
-        self.data = SamplerData(
-            Y=np.asfortranarray(Ys),
-            missing=np.isnan(Ys),
-            QtX1=np.ascontiguousarray(self.re.rotate(self.design.X1)),
-            drop_fixed=unidentifiable_fixed_effects(self.design.X1, ~np.isnan(Ys)),
-            re=self.re,
-            grid=self.grid,
-            log_prior_resid=h2_log_prior(self.priors.h2_prior_resids, self.grid, "h2_prior_resids"),
-            log_prior_factor=h2_log_prior(self.priors.h2_prior_factors, self.grid,
-                                          "h2_prior_factors"),
-            priors=self.priors,
-            n_factors=int(self.control.n_factors),
-        )
+        n, t = self.design.Y.shape
+        self._groups: list[tuple[np.ndarray, np.ndarray]] = [(np.arange(n), np.arange(t))]
+        self._check_memory(self._groups)
+        self.data = self._build_data(self._groups)
         self.coords = self._coordinates()
-        seeds = np.random.SeedSequence(seed).spawn(int(chains))
-        self.states: list[ChainState] = [
-            initial_state(self.data, np.random.default_rng(s)) for s in seeds
-        ]
-        self.stores = [DrawStore(self.record) for _ in self.states]
+        self._seed = seed
+        self._n_chains = int(chains)
+        self._start_chains()
         self.setup_seconds = time.perf_counter() - t0
         self.sampling_seconds = 0.0
         self.iterations_timed = 0
@@ -206,28 +199,143 @@ class MegaLMM:
         else:
             self._mean_in_B1 = None
 
-    def _check_memory(self) -> None:
-        n = self.design.n
+    def _start_chains(self) -> None:
+        """Draw each chain's starting state; chain generators are spawned from ``seed``."""
+        seeds = np.random.SeedSequence(self._seed).spawn(self._n_chains + 1)
+        self._search_seed = seeds[-1]  # for the missing-data map search
+        self.states: list[ChainState] = [
+            initial_state(self.data, np.random.default_rng(s)) for s in seeds[:-1]
+        ]
+        self.stores = [DrawStore(self.record) for _ in self.states]
+
+    def _group_bytes(self, n_rows: int) -> int:
+        """Bytes of the precomputes of one trait group with ``n_rows`` rows."""
+        n_all = self.design.n
         r = sum(re.K_tilde.shape[0] for re in self.design.random)
-        nbytes = estimate_precompute_bytes(n, r, self.grid.shape[1], len(self.design.random))
+        return (estimate_precompute_bytes(n_rows, r, self.grid.shape[1], len(self.design.random))
+                + 8 * n_all * r)
+
+    def estimate_memory_initialization(self) -> int:
+        """Bytes of the precomputed factors of the current missing-data map (R:
+        ``estimate_memory_initialization_MegaLMM``)."""
+        return sum(self._group_bytes(rows.size) for rows, _ in self._groups)
+
+    def _check_memory(self, groups: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        nbytes = sum(self._group_bytes(rows.size) for rows, _ in groups)
         gb = nbytes / 2**30
+        r = sum(re.K_tilde.shape[0] for re in self.design.random)
         if self.verbose:
             print(f"pymegalmm: precomputed factors need about {gb:.2f} GB "
-                  f"({self.grid.shape[1]} grid points, n = {n}, {r} random-effect levels)")
+                  f"({len(groups)} trait group(s), {self.grid.shape[1]} grid points, "
+                  f"n = {self.design.n}, {r} random-effect levels)")
         if gb > self.control.max_precompute_gb:
             raise MemoryError(
                 f"the precomputed factors would need {gb:.2f} GB, above "
                 f"max_precompute_gb = {self.control.max_precompute_gb}; reduce h2_divisions "
-                f"(now {self.control.h2_divisions}, {self.grid.shape[1]} grid points) or raise "
-                "Control.max_precompute_gb"
+                f"(now {self.control.h2_divisions}, {self.grid.shape[1]} grid points), use a "
+                "missing-data map with fewer groups, or raise Control.max_precompute_gb"
             )
 
-    def _build_random_effects(self) -> DiagonalRandomEffect | DenseRandomEffects:
+    def _build_random_effects(self, rows: np.ndarray) -> DiagonalRandomEffect | DenseRandomEffects:
         res = self.design.random
         if len(res) == 1:
-            return DiagonalRandomEffect(res[0].ZL, res[0].K_tilde, res[0].L, self.grid)
-        return DenseRandomEffects([r.ZL for r in res], [r.K_tilde for r in res],
-                                  [r.L for r in res], self.grid)
+            return DiagonalRandomEffect(res[0].ZL[rows], res[0].K_tilde, res[0].L, self.grid,
+                                        Z_all=res[0].ZL)
+        return DenseRandomEffects([r.ZL[rows] for r in res], [r.K_tilde for r in res],
+                                  [r.L for r in res], self.grid, Z_all=[r.ZL for r in res])
+
+    def _build_data(self, groups: list[tuple[np.ndarray, np.ndarray]]) -> SamplerData:
+        """Precompute everything the sampler needs for the given trait groups."""
+        Ys = (self.design.Y - self.Y_mean) / self.Y_sd
+        observed = ~np.isnan(Ys)
+        X1 = self.design.X1
+        drop = unidentifiable_fixed_effects(X1, observed)
+        n, t = Ys.shape
+        used = np.zeros((n, t), dtype=bool)
+        group_data = []
+        for rows, cols in groups:
+            re = self._build_random_effects(rows)
+            block_missing = ~observed[np.ix_(rows, cols)]
+            group_data.append(GroupData(
+                rows=rows, cols=cols, re=re, QtX1=np.ascontiguousarray(re.rotate(X1[rows])),
+                drop_fixed=np.ascontiguousarray(drop[cols]),
+                imputed=np.nonzero(block_missing),
+            ))
+            used[np.ix_(rows, cols)] = True
+        patterns, inverse = np.unique(used, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).reshape(-1)
+        row_patterns = [(np.flatnonzero(inverse == i), np.flatnonzero(p))
+                        for i, p in enumerate(patterns)]
+        return SamplerData(
+            Y=np.asfortranarray(Ys),
+            X1=np.ascontiguousarray(X1),
+            groups=group_data,
+            row_patterns=row_patterns,
+            grid=self.grid,
+            log_prior_resid=h2_log_prior(self.priors.h2_prior_resids, self.grid, "h2_prior_resids"),
+            log_prior_factor=h2_log_prior(self.priors.h2_prior_factors, self.grid,
+                                          "h2_prior_factors"),
+            priors=self.priors,
+            n_factors=int(self.control.n_factors),
+        )
+
+    # ------------------------------------------------------- missing-data maps
+
+    def missing_data_maps(self, max_groups: int = 20) -> tuple[list, pd.DataFrame]:
+        """Search groupings of traits by shared missingness (R: ``make_Missing_data_map``).
+
+        Cells of a trait outside its group's rows are *predicted* from the posterior
+        instead of imputed every iteration, which improves mixing; each group costs
+        its own precomputed rotation.  The search splits the group with the most
+        imputed cells in two (k-means on the traits' missingness) until
+        ``max_groups``, with exact pattern keys and this model's seeded generator,
+        so it is deterministic.
+
+        Parameters
+        ----------
+        max_groups : int
+            Largest number of groups to consider.
+
+        Returns
+        -------
+        maps : list of MissingDataMap
+            Candidate maps, from full imputation (index 0) onwards.
+        table : pandas.DataFrame
+            One row per map: groups, imputed cells, predicted-only cells, largest
+            group, precompute memory (MB).
+        """
+        from .missing import search_maps
+
+        observed = ~np.isnan(self.design.Y)
+        rng = np.random.default_rng(self._search_seed)
+        return search_maps(observed, int(max_groups), rng, bytes_per_group=self._group_bytes)
+
+    def set_missing_data_map(self, mdmap) -> MegaLMM:
+        """Use a missing-data map (R: ``set_Missing_data_map``); only before sampling.
+
+        Parameters
+        ----------
+        mdmap : MissingDataMap
+            From :meth:`missing_data_maps` (or built by hand).
+
+        Returns
+        -------
+        MegaLMM
+            ``self``, with precomputes rebuilt and chains restarted from their seeds.
+        """
+        if any(s.nrun for s in self.states):
+            raise RuntimeError("set the missing-data map before sampling (chains have run); "
+                               "create a new MegaLMM object to change it")
+        observed = ~np.isnan(self.design.Y)
+        mdmap.validate(observed)
+        groups = [(np.asarray(g.rows, dtype=np.intp), np.asarray(g.cols, dtype=np.intp))
+                  for g in mdmap.groups]
+        self._check_memory(groups)
+        with threadpool_limits(limits=1, user_api="blas"):
+            self.data = self._build_data(groups)
+            self._groups = groups
+            self._start_chains()
+        return self
 
     def _coordinates(self) -> Coordinates:
         res = self.design.random
@@ -290,7 +398,8 @@ class MegaLMM:
         for c, state in enumerate(self.states):
             for name in state.array_names():
                 value = getattr(state, name)
-                if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                blocks = value if isinstance(value, list) else [value]
+                if any(b.dtype.kind == "f" and not np.all(np.isfinite(b)) for b in blocks):
                     raise FloatingPointError(
                         f"chain {c}: {name} has non-finite values after iteration {state.nrun}"
                     )
@@ -308,7 +417,8 @@ class MegaLMM:
         dict of str -> numpy.ndarray
             Keys of :data:`pymegalmm.posterior.PARAM_DIMS`.
         """
-        sd, re, grid = self.Y_sd, self.re, self.grid
+        sd, grid = self.Y_sd, self.grid
+        re = self.data.factor_re
         f_sd = np.sqrt(state.tot_F_prec)
         B1 = state.B1 * sd
         if self._mean_in_B1 is not None:
@@ -318,7 +428,7 @@ class MegaLMM:
             "Lambda": state.Lambda / f_sd[:, None] * sd,
             "F": re.unrotate(state.QtF) * f_sd,
             "U_F": re.to_levels(state.U_F) * f_sd,
-            "U_R": re.to_levels(state.U_R) * sd,
+            "U_R": self._residual_effects_levels(state) * sd,
             "B1": B1,
             "F_h2": grid[:, state.F_h2_index],
             "resid_h2": grid[:, state.resid_h2_index],
@@ -326,6 +436,16 @@ class MegaLMM:
             "tot_F_prec": state.tot_F_prec.copy(),
             "delta": state.delta.copy(),
         }
+
+    def _residual_effects_levels(self, state: ChainState) -> np.ndarray:
+        """U_R per level of K (scaled units), each trait mapped from its group's basis."""
+        groups = self.data.groups
+        if len(groups) == 1:
+            return groups[0].re.to_levels(state.U_R)
+        out = np.empty((groups[0].re.to_levels_matrix.shape[0], self.data.t))
+        for g in groups:
+            out[:, g.cols] = g.re.to_levels(state.U_R[:, g.cols])
+        return out
 
     def _record(self, state: ChainState, store: DrawStore) -> None:
         values = self.user_scale(state)

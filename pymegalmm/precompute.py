@@ -195,6 +195,10 @@ class DiagonalRandomEffect:
         The h2 grid.
     eig_tol : float
         Relative tolerance below which an eigenvalue of ``S'Z'ZS`` counts as 0.
+    Z_all : (N, r) array or sparse matrix, optional
+        The design over all rows of the data when ``ZL`` holds a subset of them
+        (a trait group of a missing-data map); default ``ZL``.  Used to predict
+        cells outside the group's rows.
     """
 
     n_effects = 1
@@ -206,6 +210,7 @@ class DiagonalRandomEffect:
         L: np.ndarray,
         grid: np.ndarray,
         eig_tol: float = 1e-10,
+        Z_all: np.ndarray | sp.spmatrix | None = None,
     ) -> None:
         Z = _as_dense(ZL)
         n, r = Z.shape
@@ -240,6 +245,7 @@ class DiagonalRandomEffect:
         self.d_rows[:n_pos] = d[:n_pos]
         self.n_pos = n_pos
         self.to_levels_matrix = np.ascontiguousarray(_as_dense(L) @ S)  # (r_levels, r)
+        self.Z_all = np.asfortranarray(_as_dense(Z if Z_all is None else Z_all) @ S)  # (N, r)
         self.grid = grid
         h = grid[0]
         denom = h[:, None] * self.d_rows[None, :] + (1.0 - h)[:, None]  # (G, n)
@@ -255,7 +261,8 @@ class DiagonalRandomEffect:
     @property
     def nbytes(self) -> int:
         """Bytes held by the precomputed arrays."""
-        return self.Q.nbytes + self.Qt.nbytes + self.W.nbytes + self.to_levels_matrix.nbytes
+        return (self.Q.nbytes + self.Qt.nbytes + self.W.nbytes + self.to_levels_matrix.nbytes
+                + self.Z_all.nbytes)
 
     def rotate(self, A: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``Qt @ A``, Fortran-ordered."""
@@ -304,6 +311,10 @@ class DiagonalRandomEffect:
         """Random effects per level of K (original basis) from coefficients ``v``."""
         return self.to_levels_matrix @ v
 
+    def genetic_values_all_rows(self, v: np.ndarray) -> np.ndarray:
+        """``Z u`` over all rows of the data (not rotated), ``(N, t)``."""
+        return matmul(self.Z_all, v)
+
 
 class DenseRandomEffects:
     """Two or more random effects: Cholesky factors per grid point, no rotation.
@@ -318,6 +329,9 @@ class DenseRandomEffects:
         Maps back to the levels of each K.
     grid : (m, G) array
         The h2 grid.
+    Z_all : list of (N, r_m) arrays or sparse matrices, optional
+        The designs over all rows of the data when ``ZLs`` hold a subset of them;
+        default ``ZLs``.
     """
 
     def __init__(
@@ -326,10 +340,13 @@ class DenseRandomEffects:
         K_tildes: list[np.ndarray],
         Ls: list[np.ndarray],
         grid: np.ndarray,
+        Z_all: list[np.ndarray | sp.spmatrix] | None = None,
     ) -> None:
         self.n_effects = len(ZLs)
         self.grid = grid
         self.Z = sp.csr_matrix(sp.hstack([sp.csr_matrix(z) for z in ZLs]))
+        self.Z_all = (self.Z if Z_all is None
+                      else sp.csr_matrix(sp.hstack([sp.csr_matrix(z) for z in Z_all])))
         self.n, self.r = self.Z.shape
         self.sizes = [z.shape[1] for z in ZLs]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
@@ -438,3 +455,7 @@ class DenseRandomEffects:
     def to_levels(self, u: np.ndarray) -> np.ndarray:
         """Random effects per level (all effects stacked) from coefficients ``u``."""
         return self.to_levels_matrix @ u
+
+    def genetic_values_all_rows(self, u: np.ndarray) -> np.ndarray:
+        """``Z u`` over all rows of the data, ``(N, t)``."""
+        return np.asfortranarray(self.Z_all @ u)

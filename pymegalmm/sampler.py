@@ -31,17 +31,46 @@ from .state import ChainState
 
 
 @dataclass
+class GroupData:
+    """One trait group of a missing-data map with its own rows and precomputes.
+
+    Attributes
+    ----------
+    rows : (n_s,) rows of the group (all rows for group 0).
+    cols : (t_s,) traits of the group.
+    re : random-effect back-end built on the group's rows.
+    QtX1 : (n_s, b1) rotated fixed-effect design of the group's rows.
+    drop_fixed : (t_s, b1) uint8, 1 where a fixed effect is not identifiable from
+        the trait's observed cells (its coefficient is fixed at 0).
+    imputed : (local rows, local cols) of the missing cells inside the group's block,
+        imputed every iteration.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    re: DiagonalRandomEffect | DenseRandomEffects
+    QtX1: np.ndarray
+    drop_fixed: np.ndarray
+    imputed: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def block(self) -> tuple[np.ndarray, np.ndarray]:
+        """Index of the group's block of ``Eta`` (``Eta[block]`` is ``n_s x t_s``)."""
+        return np.ix_(self.rows, self.cols)
+
+
+@dataclass
 class SamplerData:
     """Everything a chain needs that does not change between iterations.
 
     Attributes
     ----------
     Y : (n, t) scaled traits, NaN = missing (Fortran-ordered).
-    missing : (n, t) bool mask of missing cells.
-    QtX1 : (n, b1) rotated fixed-effect design.
-    drop_fixed : (t, b1) uint8, 1 where a fixed effect is not identifiable from
-        the trait's observed cells (its coefficient is fixed at 0).
-    re : random-effect back-end (rotation, grid factors).
+    X1 : (n, b1) fixed-effect design.
+    groups : trait groups of the missing-data map; group 0 holds all rows and
+        provides the factors' rotation.
+    row_patterns : for each set of rows sharing the same used traits, ``(rows, traits)``
+        (used by the factor scores when there are several groups).
     grid : (m, G) h2 grid.
     log_prior_resid, log_prior_factor : (G,) log prior weights of the grid.
     priors : Priors.
@@ -49,10 +78,9 @@ class SamplerData:
     """
 
     Y: np.ndarray
-    missing: np.ndarray
-    QtX1: np.ndarray
-    drop_fixed: np.ndarray
-    re: DiagonalRandomEffect | DenseRandomEffects
+    X1: np.ndarray
+    groups: list[GroupData]
+    row_patterns: list[tuple[np.ndarray, np.ndarray]]
     grid: np.ndarray
     log_prior_resid: np.ndarray
     log_prior_factor: np.ndarray
@@ -70,9 +98,27 @@ class SamplerData:
         return self.Y.shape[1]
 
     @property
+    def factor_re(self) -> DiagonalRandomEffect | DenseRandomEffects:
+        """Back-end of group 0 (all rows), used for the factors."""
+        return self.groups[0].re
+
+    @property
     def has_missing(self) -> bool:
-        """Whether any cell of Y is imputed."""
-        return bool(self.missing.any())
+        """Whether any cell is imputed every iteration."""
+        return any(g.imputed[0].size for g in self.groups)
+
+    @property
+    def drop_fixed(self) -> np.ndarray:
+        """``(t, b1)`` uint8: fixed effects fixed at 0 per trait (all groups)."""
+        out = np.zeros((self.t, self.X1.shape[1]), dtype=np.uint8)
+        for g in self.groups:
+            out[g.cols] = g.drop_fixed
+        return out
+
+    @property
+    def single_group(self) -> bool:
+        """One group with every trait: the whole iteration stays in rotated space."""
+        return len(self.groups) == 1 and self.groups[0].cols.size == self.t
 
 
 def _normal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
@@ -91,76 +137,117 @@ def _residual_proportion(grid: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 def gibbs_iteration(s: ChainState, d: SamplerData) -> None:
     """Advance the chain ``s`` by one Gibbs iteration (in place)."""
-    kern = kernels_module()
     rng, k, n = s.rng, d.n_factors, d.n
     pri = d.priors
+    F = None if d.single_group else d.factor_re.unrotate(s.QtF)
+    residuals = []  # per group: rotated Eta - X1 B1 - Z U_R, for the factor scores
+    genetic = []  # per group: rotated Z U_R, for the imputation
+    lambda_prec = s.Lambda_prec
+    for g, QtEta in zip(d.groups, s.QtEta, strict=True):
+        QtF = s.QtF if g is d.groups[0] else g.re.rotate(F[g.rows])
+        # Steps 1-2 for the traits of this group, in its own rotated rows.
+        E_fixed, gen = _residual_model_step(s, d, g, QtEta, QtF, lambda_prec, rng)
+        residuals.append(np.asfortranarray(E_fixed - gen))
+        genetic.append(gen)
 
+    # Step 3. tot_F_prec given the previous F_h2 (the factors have no fixed effects).
+    re_F = d.factor_re
+    SS_F = re_F.grid_quadratic_forms(s.QtF)
+    ss = SS_F[np.arange(k), s.F_h2_index]
+    shape_F = pri.tot_F_var.shape + 0.5 * n
+    s.tot_F_prec = rng.standard_gamma(shape_F, size=k) / (pri.tot_F_var.rate + 0.5 * ss)
+
+    # Step 4. F_h2 from its discrete posterior.
+    s.F_h2_index = _sample_grid(SS_F, re_F.log_det, d.log_prior_factor, s.tot_F_prec, rng)
+
+    # Step 5. U_F given F_h2.
+    s.U_F = re_F.sample_effects(s.QtF, s.F_h2_index, s.tot_F_prec, _normal(rng, re_F.n_coef, k))
+
+    # Step 6. Factor scores F, row by row, given Lambda, the trait residual precisions
+    # and the factors' prior mean Z U_F.
+    resid_prec = s.tot_Eta_prec / _residual_proportion(d.grid, s.resid_h2_index)
+    factor_prec = s.tot_F_prec / _residual_proportion(d.grid, s.F_h2_index)
+    z = _normal(rng, n, k)
+    if d.single_group:  # rows are exchangeable: sample directly in rotated space
+        s.QtF = sample_factor_scores(residuals[0], s.Lambda, resid_prec,
+                                     re_F.genetic_values(s.U_F), factor_prec, z)
+    else:  # rows use different traits: sample in the original rows, by row pattern
+        E = np.zeros((n, d.t), order="F")
+        for g, res in zip(d.groups, residuals, strict=True):
+            E[g.block] = g.re.unrotate(res)
+        prior_mean = re_F.unrotate(re_F.genetic_values(s.U_F))
+        F = np.empty((n, k), order="F")
+        for rows, cols in d.row_patterns:
+            F[rows] = sample_factor_scores(E[np.ix_(rows, cols)], s.Lambda[:, cols],
+                                           resid_prec[cols], prior_mean[rows], factor_prec,
+                                           z[rows])
+        s.QtF = re_F.rotate(F)
+
+    # Step 7. ARD shrinkage of the loadings: local phi, then the global deltas.
+    s.Lambda_phi, s.delta = sample_ard(s.Lambda, s.tot_Eta_prec, s.Lambda_phi, s.delta, pri, rng)
+
+    # Step 9. Impute the missing cells inside each group's block from this iteration's values.
+    F = None if d.single_group else re_F.unrotate(s.QtF)
+    for gi, (g, gen) in enumerate(zip(d.groups, genetic, strict=True)):
+        if g.imputed[0].size:
+            QtF = s.QtF if g is d.groups[0] else g.re.rotate(F[g.rows])
+            mean = g.re.unrotate(_rotated_mean(s, g, QtF, gen))
+            impute_block(s, d, g, gi, mean, rng)
+
+    s.nrun += 1
+
+
+def _residual_model_step(
+    s: ChainState, d: SamplerData, g: GroupData, QtEta: np.ndarray, QtF: np.ndarray,
+    lambda_prec: np.ndarray, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1 and 2 for the traits of group ``g``; returns rotated ``Eta - X1 B1`` and ``Z U_R``."""
+    k, cols, n_s = d.n_factors, g.cols, g.rows.size
+    pri = d.priors
+    t_s = cols.size
     # Step 1. Per trait, jointly: fixed effects B1 (flat prior, with Lambda integrated
     # out), tot_Eta_prec, then loadings Lambda (ARD prior), given resid_h2 and the
     # previous F.  Penalised columns first, flat columns last.
-    X = np.hstack([s.QtF, d.QtX1])
-    stats = d.re.gram_stats(X, s.QtEta, s.resid_h2_index)
-    coef = np.empty((X.shape[1], d.t), order="F")
-    tau = np.empty(d.t)
-    z = _normal(rng, X.shape[1], d.t)
-    shape = pri.tot_Y_var.shape + 0.5 * n
-    gamma = rng.standard_gamma(shape, size=d.t)
-    n_bad = kern.sample_coefficients(
-        stats.gram, stats.gram_index, stats.XtWy, stats.yWy, s.Lambda_prec,
-        s.tot_Eta_prec, np.full(d.t, pri.tot_Y_var.rate), gamma, z, coef, tau, d.drop_fixed,
+    X = np.hstack([QtF, g.QtX1])
+    h2_index = np.ascontiguousarray(s.resid_h2_index[cols])
+    stats = g.re.gram_stats(X, QtEta, h2_index)
+    coef = np.empty((X.shape[1], t_s), order="F")
+    tau = np.empty(t_s)
+    z = _normal(rng, X.shape[1], t_s)
+    gamma = rng.standard_gamma(pri.tot_Y_var.shape + 0.5 * n_s, size=t_s)
+    n_bad = kernels_module().sample_coefficients(
+        stats.gram, stats.gram_index, stats.XtWy, stats.yWy,
+        np.asfortranarray(lambda_prec[:, cols]), np.ascontiguousarray(s.tot_Eta_prec[cols]),
+        np.full(t_s, pri.tot_Y_var.rate), gamma, z, coef, tau, g.drop_fixed,
     )
     if n_bad:
         raise FloatingPointError(
             f"iteration {s.nrun + 1}: the regression of {n_bad} trait(s) was not positive "
             "definite; the fixed-effect design may be collinear"
         )
-    s.Lambda, s.B1, s.tot_Eta_prec = coef[:k], coef[k:], tau
+    s.Lambda[:, cols] = coef[:k]
+    s.B1[:, cols] = coef[k:]
+    s.tot_Eta_prec[cols] = tau
 
     # Step 2. resid_h2 from its discrete posterior over the whole grid (U_R integrated
     # out), then U_R given resid_h2.
-    E_fixed = matmul(d.QtX1, s.B1, out=s.QtEta.copy(order="F"), alpha=-1.0, beta=1.0)
-    E = matmul(s.QtF, s.Lambda, out=E_fixed.copy(order="F"), alpha=-1.0, beta=1.0)
-    SS = d.re.grid_quadratic_forms(E)
-    s.resid_h2_index = _sample_grid(kern, SS, d.re.log_det, d.log_prior_resid, s.tot_Eta_prec, rng)
-    s.U_R = d.re.sample_effects(E, s.resid_h2_index, s.tot_Eta_prec, _normal(rng, d.re.n_coef, d.t))
-    genetic_R = d.re.genetic_values(s.U_R)  # rotated Z U_R
-
-    # Step 3. tot_F_prec given the previous F_h2 (the factors have no fixed effects).
-    SS_F = d.re.grid_quadratic_forms(s.QtF)
-    ss = SS_F[np.arange(k), s.F_h2_index]
-    shape_F = pri.tot_F_var.shape + 0.5 * n
-    s.tot_F_prec = rng.standard_gamma(shape_F, size=k) / (pri.tot_F_var.rate + 0.5 * ss)
-
-    # Step 4. F_h2 from its discrete posterior.
-    s.F_h2_index = _sample_grid(kern, SS_F, d.re.log_det, d.log_prior_factor, s.tot_F_prec, rng)
-
-    # Step 5. U_F given F_h2.
-    s.U_F = d.re.sample_effects(s.QtF, s.F_h2_index, s.tot_F_prec, _normal(rng, d.re.n_coef, k))
-
-    # Step 6. Factor scores F, row by row, given Lambda, the trait residual precisions
-    # and the factors' prior mean Z U_F.
-    resid_prec = s.tot_Eta_prec / _residual_proportion(d.grid, s.resid_h2_index)
-    factor_prec = s.tot_F_prec / _residual_proportion(d.grid, s.F_h2_index)
-    s.QtF = sample_factor_scores(
-        E_fixed - genetic_R, s.Lambda, resid_prec, d.re.genetic_values(s.U_F), factor_prec,
-        _normal(rng, n, k),
-    )
-
-    # Step 7. ARD shrinkage of the loadings: local phi, then the global deltas.
-    s.Lambda_phi, s.delta = sample_ard(s.Lambda, s.tot_Eta_prec, s.Lambda_phi, s.delta, pri, rng)
-
-    # Step 9. Impute the missing cells of Eta from this iteration's values.
-    if d.has_missing:
-        eta_mean = d.re.unrotate(_rotated_mean(s, d, genetic_R))
-        impute_missing(s, d, eta_mean, rng)
-
-    s.nrun += 1
+    E_fixed = matmul(g.QtX1, coef[k:], out=QtEta.copy(order="F"), alpha=-1.0, beta=1.0)
+    E = matmul(QtF, coef[:k], out=E_fixed.copy(order="F"), alpha=-1.0, beta=1.0)
+    SS = g.re.grid_quadratic_forms(E)
+    h2_index = _sample_grid(SS, g.re.log_det, d.log_prior_resid, tau, rng)
+    s.resid_h2_index[cols] = h2_index
+    U = g.re.sample_effects(E, h2_index, tau, _normal(rng, g.re.n_coef, t_s))
+    s.U_R[:, cols] = U
+    return E_fixed, g.re.genetic_values(U)
 
 
-def _sample_grid(kern, SS, log_det, log_prior, tau, rng) -> np.ndarray:
+def _sample_grid(
+    SS: np.ndarray, log_det: np.ndarray, log_prior: np.ndarray, tau: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Grid index per column from its discrete posterior (one uniform per column)."""
     out = np.empty(SS.shape[0], dtype=np.intp)
-    kern.sample_grid_index(SS, log_det, log_prior, np.ascontiguousarray(tau),
+    kernels_module().sample_grid_index(SS, log_det, log_prior, np.ascontiguousarray(tau),
                            rng.random(SS.shape[0]), out)
     return out
 
@@ -242,25 +329,45 @@ def sample_ard(
     return phi, new_delta
 
 
-def impute_missing(
-    s: ChainState, d: SamplerData, eta_mean: np.ndarray, rng: np.random.Generator
+def impute_block(
+    s: ChainState, d: SamplerData, g: GroupData, gi: int, mean: np.ndarray,
+    rng: np.random.Generator,
 ) -> None:
-    """Step 9: redraw every missing cell as ``Eta_mean + N(0, (1 - sum h2_j) / tau_j)``."""
-    rows, cols = np.nonzero(d.missing)
-    sd = np.sqrt(_residual_proportion(d.grid, s.resid_h2_index) / s.tot_Eta_prec)
-    s.Eta[rows, cols] = eta_mean[rows, cols] + sd[cols] * rng.standard_normal(rows.size)
-    d.re.rotate(s.Eta, out=s.QtEta)
+    """Step 9: redraw the missing cells of group ``g``'s block as ``mean + N(0, (1 - sum h2)/tau)``.
+
+    ``mean`` is ``E[Eta]`` over the block (``n_s x t_s``, original rows); the rotated
+    block ``s.QtEta[gi]`` is refreshed.
+    """
+    rows, cols = g.imputed
+    tr = g.cols[cols]
+    sd = np.sqrt(_residual_proportion(d.grid, s.resid_h2_index[tr]) / s.tot_Eta_prec[tr])
+    s.Eta[g.rows[rows], tr] = mean[rows, cols] + sd * rng.standard_normal(rows.size)
+    g.re.rotate(s.Eta[g.block], out=s.QtEta[gi])
 
 
-def _rotated_mean(s: ChainState, d: SamplerData, genetic_R: np.ndarray) -> np.ndarray:
-    """Rotated ``X1 B1 + F Lambda + Z U_R``."""
-    out = matmul(s.QtF, s.Lambda, out=genetic_R.copy(order="F"), beta=1.0)
-    return matmul(d.QtX1, s.B1, out=out, beta=1.0)
+def _rotated_mean(s: ChainState, g: GroupData, QtF: np.ndarray, genetic_R: np.ndarray
+                  ) -> np.ndarray:
+    """Rotated ``X1 B1 + F Lambda + Z U_R`` over group ``g``'s block."""
+    out = matmul(QtF, s.Lambda[:, g.cols], out=genetic_R.copy(order="F"), beta=1.0)
+    return matmul(g.QtX1, s.B1[:, g.cols], out=out, beta=1.0)
 
 
 def eta_mean(s: ChainState, d: SamplerData) -> np.ndarray:
-    """Expected value of ``Eta`` given the state: ``X1 B1 + F Lambda + Z U_R`` (scaled units)."""
-    return d.re.unrotate(_rotated_mean(s, d, d.re.genetic_values(s.U_R)))
+    """Expected value of ``Eta`` for every cell: ``X1 B1 + F Lambda + Z U_R`` (scaled units).
+
+    Cells outside their group's rows (predicted only) get the same formula, with the
+    random effects mapped to all rows.
+    """
+    if d.single_group:
+        g = d.groups[0]
+        return g.re.unrotate(_rotated_mean(s, g, s.QtF, g.re.genetic_values(s.U_R)))
+    F = d.factor_re.unrotate(s.QtF)
+    out = matmul(F, s.Lambda)
+    matmul(d.X1, s.B1, out=out, beta=1.0)
+    for g in d.groups:
+        if g.cols.size:
+            out[:, g.cols] += g.re.genetic_values_all_rows(np.asfortranarray(s.U_R[:, g.cols]))
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -297,14 +404,14 @@ def reorder_factors(s: ChainState, d: SamplerData, drop_cor_threshold: float = 0
     numpy.ndarray
         The permutation applied (new position -> old factor index).
     """
-    k = d.n_factors
-    F = d.re.unrotate(s.QtF)
+    k, re_F = d.n_factors, d.factor_re
+    F = re_F.unrotate(s.QtF)
     zero = _correlated_columns(F, drop_cor_threshold)
     s.QtF[:, zero] = 0.0
-    genetic_F = d.re.unrotate(d.re.genetic_values(s.U_F))
+    genetic_F = re_F.unrotate(re_F.genetic_values(s.U_F))
     zero_g = _correlated_columns(np.where(zero, 0.0, genetic_F), drop_cor_threshold)
     s.QtF[:, zero_g] = 0.0
-    F = d.re.unrotate(s.QtF)
+    F = re_F.unrotate(s.QtF)
     size = np.square(s.Lambda).sum(axis=1) * np.square(F).mean(axis=0)
     order = np.argsort(-size, kind="stable")
     s.Lambda = np.asfortranarray(s.Lambda[order])
@@ -335,9 +442,10 @@ def initial_state(d: SamplerData, rng: np.random.Generator) -> ChainState:
     ``delta = max(1, draw from its prior)``, ``phi = 1`` followed by one ARD update,
     and missing cells imputed from these values.
     """
-    k, t, n, b1 = d.n_factors, d.t, d.n, d.QtX1.shape[1]
+    k, t, n, b1 = d.n_factors, d.t, d.n, d.X1.shape[1]
     pri = d.priors
-    r = d.re.n_coef
+    re_F = d.factor_re
+    r = re_F.n_coef
     Lambda = _normal(rng, k, t)
     tau = rng.gamma(pri.tot_Y_var.shape, 1.0 / pri.tot_Y_var.rate, size=t)
     tau_F = np.ones(k)
@@ -349,7 +457,7 @@ def initial_state(d: SamplerData, rng: np.random.Generator) -> ChainState:
     U_F = np.asfortranarray(_normal(rng, r, k) * np.sqrt(h_F / tau_F))
     B1 = np.asfortranarray(np.where(d.drop_fixed.T, 0.0, _normal(rng, b1, t)))
     QtF = np.asfortranarray(
-        d.re.genetic_values(U_F) + _normal(rng, n, k) * np.sqrt((1.0 - h_F) / tau_F)
+        re_F.genetic_values(U_F) + _normal(rng, n, k) * np.sqrt((1.0 - h_F) / tau_F)
     )
     ard = pri.Lambda_prior
     delta = np.concatenate([
@@ -358,12 +466,15 @@ def initial_state(d: SamplerData, rng: np.random.Generator) -> ChainState:
     ])
     delta = np.maximum(delta, 1.0)
     phi, delta = sample_ard(Lambda, tau, np.ones((k, t), order="F"), delta, pri, rng)
-    Eta = np.asfortranarray(np.where(d.missing, 0.0, d.Y))
+    Eta = np.asfortranarray(np.where(np.isnan(d.Y), 0.0, d.Y))
     s = ChainState(
-        Eta=Eta, QtEta=d.re.rotate(Eta), B1=B1, Lambda=Lambda, tot_Eta_prec=tau,
-        resid_h2_index=resid_idx.astype(np.intp), U_R=U_R, QtF=QtF, tot_F_prec=tau_F,
-        F_h2_index=F_idx.astype(np.intp), U_F=U_F, Lambda_phi=phi, delta=delta, nrun=0, rng=rng,
+        Eta=Eta, QtEta=[g.re.rotate(Eta[g.block]) for g in d.groups], B1=B1, Lambda=Lambda,
+        tot_Eta_prec=tau, resid_h2_index=resid_idx.astype(np.intp), U_R=U_R, QtF=QtF,
+        tot_F_prec=tau_F, F_h2_index=F_idx.astype(np.intp), U_F=U_F, Lambda_phi=phi,
+        delta=delta, nrun=0, rng=rng,
     )
-    if d.has_missing:
-        impute_missing(s, d, eta_mean(s, d), rng)
+    mean = eta_mean(s, d)
+    for gi, g in enumerate(d.groups):
+        if g.imputed[0].size:
+            impute_block(s, d, g, gi, mean[g.block], rng)
     return s

@@ -25,7 +25,7 @@ class ChainState:
     Attributes
     ----------
     Eta : (n, t) scaled traits with missing cells imputed.
-    QtEta : (n, t) rotated ``Eta``.
+    QtEta : list of rotated blocks of ``Eta``, one per trait group (``n_s x t_s``).
     B1 : (b1, t) fixed effects.
     Lambda : (k, t) factor loadings.
     tot_Eta_prec : (t,) total precision of each trait's residual model.
@@ -42,7 +42,7 @@ class ChainState:
     """
 
     Eta: np.ndarray
-    QtEta: np.ndarray
+    QtEta: list[np.ndarray]
     B1: np.ndarray
     Lambda: np.ndarray
     tot_Eta_prec: np.ndarray
@@ -68,8 +68,10 @@ class ChainState:
 
     def save(self, path: str | Path) -> None:
         """Write the state, including the generator's state, to an ``.npz`` file."""
-        arrays = {name: getattr(self, name) for name in self.array_names()}
-        meta = {"nrun": self.nrun, "rng": self.rng.bit_generator.state,
+        arrays = {name: getattr(self, name) for name in self.array_names() if name != "QtEta"}
+        arrays.update({f"QtEta_{i}": block for i, block in enumerate(self.QtEta)})
+        meta = {"nrun": self.nrun, "n_groups": len(self.QtEta),
+                "rng": self.rng.bit_generator.state,
                 "bit_generator": type(self.rng.bit_generator).__name__}
         with open(path, "wb") as fh:  # a file object: numpy must not append ".npz"
             np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
@@ -80,6 +82,7 @@ class ChainState:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["__meta__"]))
             arrays = {name: np.asfortranarray(f[name]) for name in f.files if name != "__meta__"}
+        arrays["QtEta"] = [arrays.pop(f"QtEta_{i}") for i in range(int(meta["n_groups"]))]
         bit_gen = getattr(np.random, meta["bit_generator"])()
         bit_gen.state = meta["rng"]
         return cls(**arrays, nrun=int(meta["nrun"]), rng=np.random.Generator(bit_gen))

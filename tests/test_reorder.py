@@ -31,7 +31,7 @@ def test_factors_sorted_and_parameters_permuted_together(model):
     np.testing.assert_array_equal(s.U_F, before["U_F"][:, order])
     np.testing.assert_array_equal(s.tot_F_prec, before["tot_F_prec"][order])
     np.testing.assert_array_equal(s.F_h2_index, before["F_h2_index"][order])
-    F = d.re.unrotate(s.QtF)
+    F = d.factor_re.unrotate(s.QtF)
     size = np.square(s.Lambda).sum(axis=1) * np.square(F).mean(axis=0)
     assert np.all(np.diff(size) <= 1e-12)
     assert s.delta[0] > 0 and np.all(s.delta[1:] >= 1.0)
@@ -42,7 +42,7 @@ def test_correlated_factor_is_zeroed_and_goes_last(model):
     s.QtF[:, 4] = 3.0 * s.QtF[:, 1] + 1e-6 * s.QtF[:, 2]  # near-copy of factor 1
     with sampling_threads():
         reorder_factors(s, d, drop_cor_threshold=0.6)
-    F = d.re.unrotate(s.QtF)
+    F = d.factor_re.unrotate(s.QtF)
     assert np.all(F[:, -1] == 0.0)
     assert np.all(np.abs(F[:, :-1]).max(axis=0) > 0)
 
