@@ -38,6 +38,7 @@ from .precompute import (
 from .priors import Priors
 from .sampler import (
     GroupData,
+    RowPatterns,
     SamplerData,
     eta_mean,
     gibbs_iteration,
@@ -262,15 +263,11 @@ class MegaLMM:
                 imputed=np.nonzero(block_missing),
             ))
             used[np.ix_(rows, cols)] = True
-        patterns, inverse = np.unique(used, axis=0, return_inverse=True)
-        inverse = np.asarray(inverse).reshape(-1)
-        row_patterns = [(np.flatnonzero(inverse == i), np.flatnonzero(p))
-                        for i, p in enumerate(patterns)]
         return SamplerData(
             Y=np.asfortranarray(Ys),
             X1=np.ascontiguousarray(X1),
             groups=group_data,
-            row_patterns=row_patterns,
+            row_patterns=RowPatterns.from_mask(used),
             grid=self.grid,
             log_prior_resid=h2_log_prior(self.priors.h2_prior_resids, self.grid, "h2_prior_resids"),
             log_prior_factor=h2_log_prior(self.priors.h2_prior_factors, self.grid,

@@ -60,6 +60,33 @@ class GroupData:
 
 
 @dataclass
+class RowPatterns:
+    """Rows grouped by the set of traits they inform (several trait groups).
+
+    Attributes
+    ----------
+    used : (n_patterns, t) uint8, traits used by each pattern.
+    start : (n_patterns + 1,) offsets of each pattern's rows in ``rows``.
+    rows : (n,) row indices grouped by pattern.
+    """
+
+    used: np.ndarray
+    start: np.ndarray
+    rows: np.ndarray
+
+    @classmethod
+    def from_mask(cls, used_cells: np.ndarray) -> RowPatterns:
+        """Group the rows of an ``(n, t)`` boolean mask of used cells by pattern."""
+        patterns, inverse = np.unique(used_cells, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        counts = np.bincount(inverse, minlength=len(patterns))
+        start = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
+        return cls(np.ascontiguousarray(patterns, dtype=np.uint8), start,
+                   order.astype(np.intp))
+
+
+@dataclass
 class SamplerData:
     """Everything a chain needs that does not change between iterations.
 
@@ -69,8 +96,8 @@ class SamplerData:
     X1 : (n, b1) fixed-effect design.
     groups : trait groups of the missing-data map; group 0 holds all rows and
         provides the factors' rotation.
-    row_patterns : for each set of rows sharing the same used traits, ``(rows, traits)``
-        (used by the factor scores when there are several groups).
+    row_patterns : rows grouped by the traits they inform (factor scores with
+        several groups).
     grid : (m, G) h2 grid.
     log_prior_resid, log_prior_factor : (G,) log prior weights of the grid.
     priors : Priors.
@@ -80,7 +107,7 @@ class SamplerData:
     Y: np.ndarray
     X1: np.ndarray
     groups: list[GroupData]
-    row_patterns: list[tuple[np.ndarray, np.ndarray]]
+    row_patterns: RowPatterns
     grid: np.ndarray
     log_prior_resid: np.ndarray
     log_prior_factor: np.ndarray
@@ -177,10 +204,14 @@ def gibbs_iteration(s: ChainState, d: SamplerData) -> None:
             E[g.block] = g.re.unrotate(res)
         prior_mean = re_F.unrotate(re_F.genetic_values(s.U_F))
         F = np.empty((n, k), order="F")
-        for rows, cols in d.row_patterns:
-            F[rows] = sample_factor_scores(E[np.ix_(rows, cols)], s.Lambda[:, cols],
-                                           resid_prec[cols], prior_mean[rows], factor_prec,
-                                           z[rows])
+        pat = d.row_patterns
+        n_bad = kernels_module().sample_factor_scores_by_pattern(
+            E, s.Lambda, resid_prec, prior_mean, factor_prec, np.asfortranarray(z),
+            pat.used, pat.start, pat.rows, F,
+        )
+        if n_bad:
+            raise FloatingPointError(f"iteration {s.nrun + 1}: factor-score precision not "
+                                     "positive definite")
         s.QtF = re_F.rotate(F)
 
     # Step 7. ARD shrinkage of the loadings: local phi, then the global deltas.
@@ -201,7 +232,7 @@ def _residual_model_step(
     s: ChainState, d: SamplerData, g: GroupData, QtEta: np.ndarray, QtF: np.ndarray,
     lambda_prec: np.ndarray, rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 1 and 2 for the traits of group ``g``; returns rotated ``Eta - X1 B1`` and ``Z U_R``."""
+    """Steps 1-2 for group ``g``; return rotated ``Eta - X1 B1`` and ``Z U_R``."""
     k, cols, n_s = d.n_factors, g.cols, g.rows.size
     pri = d.priors
     t_s = cols.size
