@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -46,6 +47,8 @@ from .sampler import (
     reorder_factors,
 )
 from .state import ChainState
+from .store import PosteriorStore
+from .summaries import posterior_function
 
 #: Above this size (bytes) per posterior variable, G and R are not added to ``posterior``.
 DERIVED_MEMORY_LIMIT = 2**30
@@ -92,6 +95,9 @@ class MegaLMM:
         Functions evaluated on every recorded draw: each receives a one-draw
         ``xarray.Dataset`` of all parameters (user's scale, with coordinates) and
         returns a DataArray (dims kept) or an array.
+    run_dir : str or path
+        Directory of the on-disk posterior written by :meth:`save_posterior_chunk`
+        (a zarr store; created when first written).  Default ``"MegaLMM_run"``, as R.
     verbose : bool
         Print the memory estimate and a short setup summary.
 
@@ -124,6 +130,7 @@ class MegaLMM:
         seed: int | None = None,
         record: Iterable[str] = DEFAULT_RECORD,
         functions: Mapping[str, Callable[[xr.Dataset], Any]] | None = None,
+        run_dir: str | os.PathLike = "MegaLMM_run",
         verbose: bool = True,
     ) -> None:
         shortcuts = {"n_factors": n_factors, "h2_divisions": h2_divisions, "burn": burn,
@@ -139,6 +146,7 @@ class MegaLMM:
             raise ValueError(f"cannot record {unknown}; choose among {sorted(PARAM_DIMS)}")
         self.functions = dict(functions or {})
         self.verbose = verbose
+        self.store = PosteriorStore(run_dir)
         # All numerical setup runs with a single-threaded BLAS: eigendecompositions with
         # near-degenerate eigenvalues return different (equally valid) bases for
         # different thread counts, and the draws must not depend on the thread count.
@@ -468,7 +476,7 @@ class MegaLMM:
         sorted by ``sum(Lambda^2) * mean(F^2)``, every factor-indexed parameter is
         permuted with them, and the ARD prior is refreshed.  Recorded draws are
         cleared (their factor order no longer matches) and ``burn`` moves to the
-        current iteration.  Call it between burn-in rounds; it helps chains out of
+        current iteration (saved chunks too).  Call it between burn-in rounds; it helps chains out of
         bad factor orders.
 
         Parameters
@@ -516,10 +524,113 @@ class MegaLMM:
             self.reorder_factors(drop_cor_threshold)
         return self
 
-    def clear_posterior(self) -> None:
-        """Forget the recorded draws and posterior means; later draws start a new posterior."""
+    def clear_posterior(self, disk: bool = True) -> None:
+        """Forget the recorded draws and posterior means (R: ``clear_Posterior``).
+
+        Parameters
+        ----------
+        disk : bool
+            Also delete the chunks saved in ``run_dir``.  Default True.
+        """
         for store in self.stores:
             store.clear()
+        if disk:
+            self.store.clear()
+
+    # ------------------------------------------------------------ on-disk draws
+
+    def save_posterior_chunk(self) -> int:
+        """Append the draws held in memory to the zarr store in ``run_dir``, then free them.
+
+        The chunk holds every recorded parameter, the derived ``U``, ``h2`` (and
+        ``G``, ``R`` when small enough) and user functions; the running sums of the
+        posterior means go along, so :attr:`posterior_means` stays exact (weighted
+        by draws).  R: ``save_posterior_chunk``.
+
+        Returns
+        -------
+        int
+            Number of draws (per chain) written.
+        """
+        n = self.n_draws
+        if n == 0:
+            return 0
+        self.store.append(self.posterior)
+        count = sum(s.n_means for s in self.stores)
+        self.store.append_means(self._memory_means() * count, count)
+        self.clear_posterior(disk=False)
+        return n
+
+    def load_posterior(self, names: Iterable[str] | None = None, lazy: bool = True
+                       ) -> xr.Dataset:
+        """All draws saved in ``run_dir`` (R: ``load_posterior_param``).
+
+        Parameters
+        ----------
+        names : iterable of str, optional
+            Variables to load (default all).
+        lazy : bool
+            Return lazily loaded (dask-backed when dask is installed) arrays, read
+            only when used.
+
+        Returns
+        -------
+        xarray.Dataset
+            Dims ``chain, draw, ...`` like :attr:`posterior`.  Draws still in memory
+            (not saved yet) are not included: call :meth:`save_posterior_chunk` first.
+        """
+        return self.store.load(None if names is None else list(names), lazy=lazy)
+
+    def reload_posterior(self) -> xr.Dataset:
+        """Every draw of the run, saved chunks and draws in memory, read into memory.
+
+        R: ``reload_Posterior``.
+        """
+        parts = []
+        if self.store.n_draws:
+            parts.append(self.store.load(lazy=False))
+        if self.n_draws:
+            parts.append(self.posterior)
+        if not parts:
+            raise RuntimeError("no draws recorded yet: call sample() past burn-in first")
+        ds = xr.concat(parts, dim="draw", data_vars="all", coords="minimal",
+                       compat="override", join="override") if len(parts) > 1 else parts[0]
+        return ds.assign_coords(draw=np.arange(ds.sizes["draw"]))
+
+    def posterior_function(self, fn: Callable[[xr.Dataset], Any]) -> xr.DataArray:
+        """Evaluate ``fn`` on every draw of the run (R: ``get_posterior_FUN``).
+
+        Parameters
+        ----------
+        fn : callable
+            Receives a one-draw ``xarray.Dataset`` (all parameters, with coordinates)
+            and returns a DataArray or array.
+
+        Returns
+        -------
+        xarray.DataArray
+            Dims ``chain, draw`` followed by the result's dims.
+        """
+        return posterior_function(self.reload_posterior(), fn)
+
+    def estimate_memory(self, n_iter: int) -> int:
+        """Bytes the draws recorded over the next ``n_iter`` iterations will take in memory.
+
+        R: ``estimate_memory_posterior``.  Counts the recorded parameters and the
+        derived ``U``, ``h2``, ``G`` and ``R``; call :meth:`save_posterior_chunk`
+        between blocks of iterations to keep memory bounded.
+        """
+        sizes = {"trait": len(self.coords.trait), "factor": len(self.coords.factor),
+                 "fixed": len(self.coords.fixed), "level": len(self.coords.level),
+                 "component": len(self.coords.component), "row": len(self.coords.row)}
+        sizes["trait2"] = sizes["trait"]
+        dims = {name: PARAM_DIMS[name] for name in self.record}
+        dims.update({"U": ("level", "trait"), "h2": ("component", "trait"),
+                     "G": ("component", "trait", "trait2"), "R": ("trait", "trait2")})
+        per_draw = sum(8 * int(np.prod([sizes[d] for d in ds])) for ds in dims.values())
+        nrun = self.states[0].nrun
+        recorded = sum(self._is_recorded(i) for i in range(nrun + 1, nrun + int(n_iter) + 1))
+        return per_draw * recorded * len(self.states)
 
     # ---------------------------------------------------------------- results
 
@@ -551,21 +662,33 @@ class MegaLMM:
             )
         return add_derived(ds, which)
 
-    @property
-    def posterior_means(self) -> xr.Dataset:
-        """Posterior means accumulated while sampling (``Eta_mean``: predicted Y).
-
-        Weighted by the number of draws of every chain (the plain mean over all
-        recorded draws; R MegaLMM's chunk averaging is mis-weighted, METHOD.md Q5).
-        """
+    def _memory_means(self) -> xr.Dataset:
         total = sum(s.n_means for s in self.stores)
-        if total == 0:
-            raise RuntimeError("no draws recorded yet: call sample() past burn-in first")
         mean = sum(s.mean_sums["Eta_mean"] for s in self.stores) / total
         da = xr.DataArray(mean, dims=("row", "trait"),
                           coords={"row": self.coords.row, "trait": self.coords.trait},
                           attrs={"description": DESCRIPTIONS["Eta_mean"]})
         return xr.Dataset({"Eta_mean": da})
+
+    @property
+    def posterior_means(self) -> xr.Dataset:
+        """Posterior means accumulated while sampling (``Eta_mean``: predicted Y).
+
+        The plain mean over every recorded draw of every chain, in memory and
+        saved in ``run_dir`` (R MegaLMM's chunk averaging is mis-weighted,
+        METHOD.md Q5).
+        """
+        n_mem = sum(s.n_means for s in self.stores)
+        n_disk = self.store.n_draws * len(self.states)
+        if n_mem + n_disk == 0:
+            raise RuntimeError("no draws recorded yet: call sample() past burn-in first")
+        if n_disk == 0:
+            return self._memory_means()
+        disk = self.store.load_means()
+        if n_mem == 0:
+            return disk
+        with xr.set_options(keep_attrs=True):
+            return (disk * n_disk + self._memory_means() * n_mem) / (n_disk + n_mem)
 
     def predict(self) -> pd.DataFrame:
         """Posterior mean of ``E[Y]`` for every row and trait (observed or not), user's scale.
@@ -582,11 +705,20 @@ class MegaLMM:
     def genetic_values(self) -> pd.DataFrame:
         """Posterior mean of the genetic values ``U = U_F Lambda + U_R`` (levels x traits).
 
+        Uses every draw of the run, in memory and saved in ``run_dir``.
+
         Returns
         -------
         pandas.DataFrame
             Levels of K (including levels without data) by traits.
         """
+        if self.store.n_draws:
+            parts = [self.store.load(["U"])["U"]]
+            if self.n_draws:
+                parts.append(self.posterior["U"])
+            total = sum(p.sizes["draw"] for p in parts)
+            mean = sum(p.sum("draw") for p in parts) / total
+            return mean.mean("chain").compute().to_pandas()
         return self.posterior["U"].mean(("chain", "draw")).to_pandas()
 
     @property
