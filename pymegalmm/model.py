@@ -476,8 +476,8 @@ class MegaLMM:
         sorted by ``sum(Lambda^2) * mean(F^2)``, every factor-indexed parameter is
         permuted with them, and the ARD prior is refreshed.  Recorded draws are
         cleared, saved chunks too (their factor order no longer matches), and
-        ``burn`` moves to the current iteration.  Call it between burn-in rounds; it helps chains out of
-        bad factor orders.
+        ``burn`` moves to the current iteration.  Call it between burn-in rounds;
+        it helps chains out of bad factor orders.
 
         Parameters
         ----------
