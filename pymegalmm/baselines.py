@@ -30,6 +30,10 @@ _LOG_2PI = float(np.log(2.0 * np.pi))
 _H2_GRID = 101
 #: Absolute tolerance on h2 of the bounded Brent refinement.
 _H2_XATOL = 1e-10
+#: The estimate is kept within [_H2_MIN, 1 - _H2_MIN] (rrBLUP's ``mixed.solve`` bounds the
+#: variance ratio to [1e-9, 1e9] alike): at exactly h2 = 0 every BLUP is 0 and the
+#: predictions lose their ranking, which the limit h2 -> 0+ keeps.
+_H2_MIN = 1e-9
 
 
 @dataclass
@@ -291,6 +295,9 @@ def _fit_prepared(prep: _Prepared, y: np.ndarray, labels: pd.Index | None) -> GB
     if np.isfinite(res.fun):
         candidates.append((-res.fun, float(res.x)))
     best_ll, h2 = max(candidates, key=lambda c: c[0])
+    if not _H2_MIN <= h2 <= 1.0 - _H2_MIN:
+        h2 = min(max(h2, _H2_MIN), 1.0 - _H2_MIN)
+        best_ll = -negll(h2)
 
     d = h2 * s + (1.0 - h2)
     w = 1.0 / d
@@ -371,7 +378,9 @@ def gblup(y, X, K, Z=None) -> GBLUPResult:
     -----
     ``h2 = sigma2_g / (sigma2_g + sigma2_e)`` is searched over ``[0, 1]`` (both
     boundaries included): a grid of 101 points, then Brent's method on the
-    bracket around the best grid point (tolerance 1e-10 on ``h2``). ``beta`` is the
+    bracket around the best grid point (tolerance 1e-10 on ``h2``). An optimum on
+    the boundary is reported at ``1e-9`` (or ``1 - 1e-9``), as rrBLUP bounds the
+    variance ratio: at exactly 0 all BLUPs would be 0 and lose their ranking. ``beta`` is the
     GLS estimate at the optimum and ``sigma2 = y'Py / (n - p)``.
     """
     y_arr = _as_response(y)
