@@ -172,12 +172,14 @@ m.clear_posterior()  # start from an empty run directory
 # Blocks of cells that are entirely missing need not be imputed every
 # iteration: they can be predicted from the posterior instead, which mixes
 # better. The search splits the traits into groups sharing a missingness
-# pattern (R: `make_Missing_data_map`); like the R vignette we take map 15.
+# pattern (R: `make_Missing_data_map`). Like the R vignette we take its map 15,
+# which is `maps[14]` here: both lists start with the full-imputation map, R's
+# counted from 1.
 
 # %%
 maps, table = m.missing_data_maps(max_groups=20)
 print(table.to_string())
-chosen = min(15, len(maps) - 1)
+chosen = min(14, len(maps) - 1)
 m.set_missing_data_map(maps[chosen])
 print(f"map {chosen}: {len(maps[chosen].groups)} groups, "
       f"{int(table.loc[chosen, 'n_imputed'])} imputed cells "
