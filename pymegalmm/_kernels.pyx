@@ -322,6 +322,8 @@ def sample_diagonal_effects(
     const double[::1] tau,
     const double[::1, :] z,
     double[::1, :] v_out,
+    const double[::1, :] base=None,
+    double[::1, :] resid_out=None,
 ):
     """Random-effect coefficients ``v`` (prior ``N(0, h/tau)``) given rotated residuals.
 
@@ -337,15 +339,33 @@ def sample_diagonal_effects(
     h : (t,) variance proportions; tau : (t,) total precisions.
     z : (r, t) standard normal draws.
     v_out : (r, t) output coefficients.
+    base, resid_out : (n, t), optional
+        When given, ``resid_out = base - (sqrt(d) v, 0)`` (rotated rows), e.g. the
+        residual ``Eta - X1 B1 - Z U_R`` the factor scores need.
     """
     cdef Py_ssize_t n = E.shape[0], t = E.shape[1], r = d.shape[0]
     cdef Py_ssize_t i, j
     cdef double hj, denom, sdi
+    cdef bint want_resid = resid_out is not None
+    cdef const double[::1, :] B
+    cdef double[::1, :] R
     if z.shape[0] != r or v_out.shape[0] != r or E.shape[1] != v_out.shape[1]:
         raise ValueError("sample_diagonal_effects: inconsistent shapes")
+    if want_resid:
+        if base is None or base.shape[0] != n or base.shape[1] != t or resid_out.shape[0] != n \
+                or resid_out.shape[1] != t:
+            raise ValueError("sample_diagonal_effects: base and resid_out must be (n, t)")
+        B = base
+        R = resid_out
+    else:
+        B = E
+        R = v_out
     with nogil:
         for j in prange(t, schedule="static"):
             hj = h[j]
+            if want_resid:
+                for i in range(n):
+                    R[i, j] = B[i, j]
             for i in range(r):
                 if hj <= 0.0:
                     v_out[i, j] = 0.0
@@ -354,6 +374,8 @@ def sample_diagonal_effects(
                 sdi = sqrt(hj * (1.0 - hj) / (tau[j] * denom))
                 if i < n and d[i] > 0.0:
                     v_out[i, j] = sqrt(d[i]) * hj * E[i, j] / denom + z[i, j] * sdi
+                    if want_resid:
+                        R[i, j] = B[i, j] - sqrt(d[i]) * v_out[i, j]
                 else:
                     v_out[i, j] = z[i, j] * sdi
 
@@ -440,8 +462,12 @@ def gemm_columns(
     double beta=0.0,
     Py_ssize_t block=GEMM_BLOCK,
     Py_ssize_t row_block=GEMM_ROW_BLOCK,
+    const double[::1, :] source=None,
 ):
-    """``C = alpha A B + beta C`` computed over fixed tiles of ``row_block x block``.
+    """``C = alpha A B + beta S`` computed over fixed tiles of ``row_block x block``.
+
+    ``S`` is ``source`` when given (copied tile by tile inside the parallel
+    region, so ``C = Y - X B`` needs no separate copy), else ``C`` itself.
 
     Each tile is one serial ``dgemm`` call processed by one OpenMP thread.  The
     tiling does not depend on the number of threads, so the result is
@@ -460,6 +486,14 @@ def gemm_columns(
     cdef int m = <int>A.shape[0], kk = <int>A.shape[1], n = <int>B.shape[1]
     cdef Py_ssize_t n_cb, n_rb, tile, cb, rb, i, j
     cdef int width, height, lda, ldb, ldc
+    cdef bint has_source = source is not None
+    cdef const double[::1, :] S
+    if has_source:
+        if source.shape[0] != C.shape[0] or source.shape[1] != C.shape[1]:
+            raise ValueError("gemm_columns: source must have the shape of C")
+        S = source
+    else:
+        S = C
     if B.shape[0] != kk or C.shape[0] != m or C.shape[1] != n:
         raise ValueError(
             f"gemm_columns: shapes {A.shape[0]}x{A.shape[1]} @ {B.shape[0]}x{B.shape[1]} "
@@ -472,7 +506,7 @@ def gemm_columns(
     if kk == 0:
         for j in range(n):
             for i in range(m):
-                C[i, j] = 0.0 if beta == 0.0 else beta * C[i, j]
+                C[i, j] = 0.0 if beta == 0.0 else beta * S[i, j]
         return
     lda = m
     ldb = kk
@@ -485,6 +519,10 @@ def gemm_columns(
             cb = tile // n_rb
             height = <int>min(row_block, m - rb * row_block)
             width = <int>min(block, n - cb * block)
+            if has_source:
+                for j in range(cb * block, cb * block + width):
+                    for i in range(rb * row_block, rb * row_block + height):
+                        C[i, j] = S[i, j]
             dgemm("N", "N", &height, &width, &kk, &alpha, <double *>&A[rb * row_block, 0], &lda,
                   <double *>&B[0, cb * block], &ldb, &beta, &C[rb * row_block, cb * block], &ldc)
 
@@ -583,3 +621,35 @@ def sample_factor_scores_by_pattern(
         free(w)
         free(noise)
     return n_bad
+
+
+# ---------------------------------------------------------------------------
+# Steps 2 and 4: quadratic forms for every grid point (one random effect)
+# ---------------------------------------------------------------------------
+
+def grid_sums_of_squares(
+    const double[::1, :] E,
+    const double[:, ::1] W_T,
+    double[:, ::1] out,
+):
+    """``out[j, g] = sum_i W_T[i, g] E[i, j]^2`` for all columns and grid points.
+
+    Parameters
+    ----------
+    E : (n, t) rotated residuals, Fortran-ordered.
+    W_T : (n, G) weights ``1 / (h_g d_i + 1 - h_g)``, C-ordered.
+    out : (t, G) output, C-ordered.
+    """
+    cdef Py_ssize_t n = E.shape[0], t = E.shape[1], G = W_T.shape[1]
+    cdef Py_ssize_t i, j, g
+    cdef double e2
+    if W_T.shape[0] != n or out.shape[0] != t or out.shape[1] != G:
+        raise ValueError("grid_sums_of_squares: inconsistent shapes")
+    with nogil:
+        for j in prange(t, schedule="static"):
+            for g in range(G):
+                out[j, g] = 0.0
+            for i in range(n):
+                e2 = E[i, j] * E[i, j]
+                for g in range(G):
+                    out[j, g] += W_T[i, g] * e2

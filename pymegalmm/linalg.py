@@ -11,7 +11,9 @@ summation order independent of the number of threads.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -22,9 +24,9 @@ from ._config import kernels_module
 
 def matmul(
     A: np.ndarray, B: np.ndarray, out: np.ndarray | None = None, alpha: float = 1.0,
-    beta: float = 0.0,
+    beta: float = 0.0, source: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``out = alpha A @ B + beta out``, Fortran-ordered, column blocks over threads.
+    """``out = alpha A @ B + beta S``, Fortran-ordered, computed in tiles over threads.
 
     Parameters
     ----------
@@ -32,6 +34,9 @@ def matmul(
     B : (k, n) array.
     out : (m, n) Fortran-ordered array or None (allocated).
     alpha, beta : scalars.
+    source : (m, n) Fortran-ordered array, optional
+        ``S``; default ``out`` itself.  ``matmul(X, C, alpha=-1, beta=1, source=Y)``
+        forms ``Y - X C`` without a separate copy of ``Y``.
 
     Returns
     -------
@@ -42,9 +47,63 @@ def matmul(
     B = np.asfortranarray(B, dtype=float)
     if out is None:
         out = np.empty((A.shape[0], B.shape[1]), order="F")
-        beta = 0.0
-    kernels_module().gemm_columns(A, B, out, alpha, beta)
+        if source is None:
+            beta = 0.0
+    if source is not None:
+        source = np.asfortranarray(source, dtype=float)
+    kernels_module().gemm_columns(A, B, out, alpha, beta, source=source)
     return out
+
+
+#: Random draws are made in blocks of about this many numbers, each block from its own
+#: generator seeded by the chain's generator; blocks depend only on the array's shape.
+RNG_BLOCK = 2**16
+_pool: ThreadPoolExecutor | None = None
+
+
+def _fill_blocks(rng: np.random.Generator, out: np.ndarray, fill) -> np.ndarray:
+    """Fill the columns of ``out`` (Fortran-ordered) block by block, in parallel threads."""
+    rows, cols = out.shape
+    width = max(1, RNG_BLOCK // max(rows, 1))
+    starts = range(0, cols, width)
+    seeds = rng.integers(0, 2**63 - 1, size=len(starts), dtype=np.int64)
+
+    def work(i: int) -> None:
+        block = np.random.Generator(np.random.PCG64(int(seeds[i])))
+        start = starts[i]
+        fill(block, out.T[start:start + width])  # C-ordered view: rows of out.T are columns
+
+    n_threads = min(len(starts), kernels_module().openmp_max_threads())
+    if n_threads <= 1:
+        for i in range(len(starts)):
+            work(i)
+    else:
+        global _pool
+        if _pool is None or _pool._max_workers < n_threads:
+            _pool = ThreadPoolExecutor(max_workers=max(n_threads, os.cpu_count() or 1))
+        list(_pool.map(work, range(len(starts))))
+    return out
+
+
+def standard_normal(rng: np.random.Generator, rows: int, cols: int,
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """Standard normals, ``rows x cols`` Fortran-ordered, drawn in parallel blocks.
+
+    The result depends on ``rng`` and the shape only, not on the number of threads.
+    ``out`` (Fortran-ordered, ``rows x cols``) is filled when given.
+    """
+    if out is None:
+        out = np.empty((rows, cols), order="F")
+    elif out.shape != (rows, cols) or not out.flags.f_contiguous:
+        raise ValueError("out must be a Fortran-ordered array of shape (rows, cols)")
+    return _fill_blocks(rng, out, lambda g, view: g.standard_normal(out=view))
+
+
+def standard_gamma(rng: np.random.Generator, shape: float, rows: int, cols: int
+                   ) -> np.ndarray:
+    """Standard Gamma(``shape``) draws, ``rows x cols`` Fortran-ordered, parallel blocks."""
+    out = np.empty((rows, cols), order="F")
+    return _fill_blocks(rng, out, lambda g, view: g.standard_gamma(shape, out=view))
 
 
 @contextmanager

@@ -250,7 +250,7 @@ class DiagonalRandomEffect:
         h = grid[0]
         denom = h[:, None] * self.d_rows[None, :] + (1.0 - h)[:, None]  # (G, n)
         self.W = np.ascontiguousarray(1.0 / denom)
-        self.W_f = np.asfortranarray(self.W)
+        self.W_T = np.ascontiguousarray(self.W.T)  # (n, G)
         self.log_det = np.ascontiguousarray(np.log(denom).sum(axis=1))
 
     @property
@@ -289,16 +289,29 @@ class DiagonalRandomEffect:
 
     def grid_quadratic_forms(self, E: np.ndarray) -> np.ndarray:
         """``SS[j, g] = E_j' V_g^-1 E_j`` for all columns and grid points, ``(t, G)``."""
-        return matmul(self.W_f, np.square(E)).T
+        out = np.empty((E.shape[1], self.W.shape[0]))
+        kernels_module().grid_sums_of_squares(np.asfortranarray(E), self.W_T, out)
+        return out
 
     def sample_effects(
-        self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray
-    ) -> np.ndarray:
-        """Draw the coefficients ``v`` (``r x t``) given rotated residuals ``E``."""
+        self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray,
+        base: np.ndarray | None = None, out: np.ndarray | None = None,
+        resid_out: np.ndarray | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Draw the coefficients ``v`` (``r x t``) given rotated residuals ``E``.
+
+        With ``base`` (rotated, ``n x t``), also return ``base - Z v`` (rotated).
+        ``out`` and ``resid_out`` are optional Fortran-ordered output buffers.
+        """
         h = np.ascontiguousarray(self.grid[0, grid_index])
-        v = np.empty((self.r, E.shape[1]), order="F")
-        kernels_module().sample_diagonal_effects(E, self.d_coef, h, tau, z, v)
-        return v
+        v = np.empty((self.r, E.shape[1]), order="F") if out is None else out
+        if base is None:
+            kernels_module().sample_diagonal_effects(E, self.d_coef, h, tau, z, v)
+            return v
+        resid = np.empty_like(E, order="F") if resid_out is None else resid_out
+        kernels_module().sample_diagonal_effects(E, self.d_coef, h, tau, z, v,
+                                                 np.asfortranarray(base), resid)
+        return v, resid
 
     def genetic_values(self, v: np.ndarray) -> np.ndarray:
         """Rotated genetic values ``Qt Z u`` for coefficients ``v`` (``n x t``)."""
@@ -426,9 +439,14 @@ class DenseRandomEffects:
         return SS
 
     def sample_effects(
-        self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray
-    ) -> np.ndarray:
+        self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray,
+        base: np.ndarray | None = None, out: np.ndarray | None = None,
+        resid_out: np.ndarray | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Draw all random effects ``u`` (``r x t``) given residuals ``E``.
+
+        With ``base`` (``n x t``), also return ``base - Z u``.  ``out`` and
+        ``resid_out`` are accepted for interface parity and not used.
 
         ``u ~ N(C^-1 Z'e / (1 - sum h), (tau C)^-1)`` with
         ``C = Z'Z / (1 - sum h) + blockdiag(K_m^-1 / h_m)``; effects with
@@ -446,7 +464,9 @@ class DenseRandomEffects:
             mean = sla.cho_solve((U, False), b, check_finite=False)
             noise = sla.solve_triangular(U, z[np.ix_(act, cols)], lower=False, check_finite=False)
             u[np.ix_(act, cols)] = mean + noise / np.sqrt(tau[cols])
-        return u
+        if base is None:
+            return u
+        return u, np.asfortranarray(base - self.Z @ u)
 
     def genetic_values(self, u: np.ndarray) -> np.ndarray:
         """Genetic values ``Z u`` (``n x t``, no rotation)."""

@@ -18,19 +18,19 @@ draws do not depend on the number of threads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
 
 from ._config import kernels_module
-from .linalg import matmul
+from .linalg import matmul, standard_gamma, standard_normal
 from .precompute import DenseRandomEffects, DiagonalRandomEffect
 from .priors import Priors
 from .state import ChainState
 
 
-@dataclass
+@dataclass(eq=False)
 class GroupData:
     """One trait group of a missing-data map with its own rows and precomputes.
 
@@ -113,6 +113,15 @@ class SamplerData:
     log_prior_factor: np.ndarray
     priors: Priors
     n_factors: int
+    buffers: dict = field(default_factory=dict, repr=False)
+
+    def buffer(self, name: str, shape: tuple[int, int]) -> np.ndarray:
+        """A reusable Fortran-ordered work array (chains run one at a time, so the
+        buffers of an iteration are free again at the next one)."""
+        key = (name, shape)
+        if key not in self.buffers:
+            self.buffers[key] = np.empty(shape, order="F")
+        return self.buffers[key]
 
     @property
     def n(self) -> int:
@@ -149,8 +158,11 @@ class SamplerData:
 
 
 def _normal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
-    """Standard normals as a Fortran-ordered ``rows x cols`` array (columns contiguous)."""
-    return rng.standard_normal((cols, rows)).T
+    """Standard normals as a Fortran-ordered ``rows x cols`` array (columns contiguous).
+
+    Drawn in fixed blocks of columns, in parallel; see :func:`pymegalmm.linalg.standard_normal`.
+    """
+    return standard_normal(rng, rows, cols)
 
 
 def _residual_proportion(grid: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -168,14 +180,11 @@ def gibbs_iteration(s: ChainState, d: SamplerData) -> None:
     pri = d.priors
     F = None if d.single_group else d.factor_re.unrotate(s.QtF)
     residuals = []  # per group: rotated Eta - X1 B1 - Z U_R, for the factor scores
-    genetic = []  # per group: rotated Z U_R, for the imputation
     lambda_prec = s.Lambda_prec
-    for g, QtEta in zip(d.groups, s.QtEta, strict=True):
-        QtF = s.QtF if g is d.groups[0] else g.re.rotate(F[g.rows])
+    for gi, (g, QtEta) in enumerate(zip(d.groups, s.QtEta, strict=True)):
+        QtF = s.QtF if gi == 0 else g.re.rotate(F[g.rows])
         # Steps 1-2 for the traits of this group, in its own rotated rows.
-        E_fixed, gen = _residual_model_step(s, d, g, QtEta, QtF, lambda_prec, rng)
-        residuals.append(np.asfortranarray(E_fixed - gen))
-        genetic.append(gen)
+        residuals.append(_residual_model_step(s, d, gi, QtEta, QtF, lambda_prec, rng))
 
     # Step 3. tot_F_prec given the previous F_h2 (the factors have no fixed effects).
     re_F = d.factor_re
@@ -219,23 +228,28 @@ def gibbs_iteration(s: ChainState, d: SamplerData) -> None:
 
     # Step 9. Impute the missing cells inside each group's block from this iteration's values.
     F = None if d.single_group else re_F.unrotate(s.QtF)
-    for gi, (g, gen) in enumerate(zip(d.groups, genetic, strict=True)):
+    for gi, (g, res) in enumerate(zip(d.groups, residuals, strict=True)):
         if g.imputed[0].size:
-            QtF = s.QtF if g is d.groups[0] else g.re.rotate(F[g.rows])
-            mean = g.re.unrotate(_rotated_mean(s, g, QtF, gen))
-            impute_block(s, d, g, gi, mean, rng)
+            QtF = s.QtF if gi == 0 else g.re.rotate(F[g.rows])
+            # rotated X1 B1 + Z U_R = QtEta - residual; add the new F Lambda
+            mean = matmul(QtF, s.Lambda[:, g.cols], beta=1.0,
+                          source=np.asfortranarray(s.QtEta[gi] - res))
+            impute_block(s, d, g, gi, g.re.unrotate(mean), rng)
 
     s.nrun += 1
 
 
 def _residual_model_step(
-    s: ChainState, d: SamplerData, g: GroupData, QtEta: np.ndarray, QtF: np.ndarray,
+    s: ChainState, d: SamplerData, gi: int, QtEta: np.ndarray, QtF: np.ndarray,
     lambda_prec: np.ndarray, rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 1-2 for group ``g``; return rotated ``Eta - X1 B1`` and ``Z U_R``."""
-    k, cols, n_s = d.n_factors, g.cols, g.rows.size
+) -> np.ndarray:
+    """Steps 1-2 for the traits of group ``gi``; return rotated ``Eta - X1 B1 - Z U_R``."""
+    g = d.groups[gi]
+    k, n_s = d.n_factors, g.rows.size
     pri = d.priors
-    t_s = cols.size
+    every = g.cols.size == d.t  # one group with every trait: no gather/scatter copies
+    cols = slice(None) if every else g.cols
+    t_s = g.cols.size
     # Step 1. Per trait, jointly: fixed effects B1 (flat prior, with Lambda integrated
     # out), tot_Eta_prec, then loadings Lambda (ARD prior), given resid_h2 and the
     # previous F.  Penalised columns first, flat columns last.
@@ -262,14 +276,22 @@ def _residual_model_step(
 
     # Step 2. resid_h2 from its discrete posterior over the whole grid (U_R integrated
     # out), then U_R given resid_h2.
-    E_fixed = matmul(g.QtX1, coef[k:], out=QtEta.copy(order="F"), alpha=-1.0, beta=1.0)
-    E = matmul(QtF, coef[:k], out=E_fixed.copy(order="F"), alpha=-1.0, beta=1.0)
+    shape = (n_s, t_s)
+    E_fixed = matmul(g.QtX1, coef[k:], out=d.buffer(f"E_fixed{gi}", shape), alpha=-1.0,
+                     beta=1.0, source=QtEta)  # Eta - X1 B1
+    E = matmul(QtF, coef[:k], out=d.buffer(f"E{gi}", shape), alpha=-1.0, beta=1.0,
+               source=E_fixed)  # ... - F Lambda
     SS = g.re.grid_quadratic_forms(E)
     h2_index = _sample_grid(SS, g.re.log_det, d.log_prior_resid, tau, rng)
     s.resid_h2_index[cols] = h2_index
-    U = g.re.sample_effects(E, h2_index, tau, _normal(rng, g.re.n_coef, t_s))
-    s.U_R[:, cols] = U
-    return E_fixed, g.re.genetic_values(U)
+    z = standard_normal(rng, g.re.n_coef, t_s, out=d.buffer("z_R", (g.re.n_coef, t_s)))
+    U, residual = g.re.sample_effects(
+        E, h2_index, tau, z, base=E_fixed, out=s.U_R if every else None,
+        resid_out=d.buffer(f"residual{gi}", shape),
+    )
+    if not every:
+        s.U_R[:, cols] = U
+    return residual
 
 
 def _sample_grid(
@@ -318,7 +340,7 @@ def sample_factor_scores(
     Sigma = L_w @ Lambda.T
     Sigma[np.diag_indices_from(Sigma)] += factor_prec
     U = sla.cholesky(Sigma, lower=False, check_finite=False)
-    rhs = E @ L_w.T + prior_mean * factor_prec
+    rhs = matmul(E, L_w.T, beta=1.0, source=prior_mean * factor_prec)
     mean = sla.cho_solve((U, False), rhs.T, check_finite=False)
     noise = sla.solve_triangular(U, z.T, lower=False, check_finite=False)
     return np.asfortranarray((mean + noise).T)
@@ -348,7 +370,7 @@ def sample_ard(
     k, t = Lambda.shape
     lam2_tau = np.square(Lambda) * tau  # tau_j lambda_kj^2
     tauh = np.cumprod(delta)
-    gamma = rng.standard_gamma(0.5 * (nu + 1.0), size=(t, k)).T
+    gamma = standard_gamma(rng, 0.5 * (nu + 1.0), k, t)
     phi = np.asfortranarray(gamma / (0.5 * (nu + tauh[:, None] * lam2_tau)))
     s_k = 0.5 * (lam2_tau * phi).sum(axis=1)
     new_delta = np.array(delta, dtype=float, copy=True)

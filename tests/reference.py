@@ -16,6 +16,8 @@ i.e. ``U^-1 z`` with ``U' U = A`` (covariance ``U^-1 U^-T = A^-1``).
 from __future__ import annotations
 
 import numpy as np
+
+from pymegalmm.linalg import standard_gamma
 import scipy.linalg as sla
 from scipy.special import gammainc, gammaincinv, softmax
 
@@ -514,7 +516,7 @@ def ref_sample_ard(
 
     ``phi_kj ~ Gamma((nu+1)/2, rate (nu + tauh_k tau_j lambda_kj^2)/2)`` with
     ``tauh = cumprod(delta)`` (previous ``delta``), drawn as standard gammas
-    ``rng.standard_gamma(., size=(t, k)).T`` divided by the rate; then
+    ``pymegalmm.linalg.standard_gamma(rng, ., k, t)`` divided by the rate; then
     ``s_k = 0.5 sum_j tau_j phi_kj lambda_kj^2`` and the sweeps of
     :func:`ref_sample_ard_delta` with ``u = rng.random((n_sweeps, k))``.
 
@@ -543,7 +545,7 @@ def ref_sample_ard(
         ``(k,)``.
     """
     k, t = Lambda.shape
-    gamma = rng.standard_gamma(0.5 * (nu + 1.0), size=(t, k)).T
+    gamma = standard_gamma(rng, 0.5 * (nu + 1.0), k, t)
     tauh = np.cumprod(delta)
     phi = np.zeros((k, t))
     for kk in range(k):
