@@ -83,12 +83,14 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def time_iterations(model: Any, warmup: int, blocks: int, per_block: int) -> dict[str, Any]:
+def time_iterations(model: Any, warmup: int, blocks: int, per_block: int,
+                    stream: bool = False) -> dict[str, Any]:
     """Seconds per Gibbs iteration: median over timed blocks, after ``warmup`` iterations.
 
     Each block is one ``model.sample(per_block, progress=False)`` call, so per-call
     overhead (thread set-up, the finiteness check) is spread over ``per_block``
-    iterations.
+    iterations.  With ``stream``, the draws of each block are saved to the model's
+    run directory (``save_posterior_chunk``) after it, inside the timing.
     """
     if warmup:
         model.sample(warmup, progress=False)
@@ -96,6 +98,8 @@ def time_iterations(model: Any, warmup: int, blocks: int, per_block: int) -> dic
     for _ in range(blocks):
         t0 = time.perf_counter()
         model.sample(per_block, progress=False)
+        if stream:
+            model.save_posterior_chunk()
         per_iteration.append((time.perf_counter() - t0) / per_block)
     return {
         "seconds_per_iteration": statistics.median(per_iteration),
