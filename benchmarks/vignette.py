@@ -5,12 +5,12 @@ Usage::
     python benchmarks/vignette.py                 # seeds 1 2 3, full iteration counts
     python benchmarks/vignette.py --seeds 1 --quick
 
-Runs ``vignettes/multi_environment_trial.py`` (fold 1; setup, missing-data map 15
-of 20 (R's numbering; ``maps[14]`` here), 5 x 100 burn-in iterations with factor
-reordering, 4 x 250 sampling iterations saved in chunks, posterior U/G/h2) once per
-seed, each in a fresh working directory, and prints the mean accuracies and the
-time breakdown next to R MegaLMM 0.9.5's from ``../shared/data/r_reference.md``. Needs ``../shared/data``
-(or ``PYMEGALMM_DATA``).
+Runs ``vignettes/multi_environment_trial.py`` (fold 1; setup, missing-data map
+15 of 20 in R's numbering, ``maps[14]`` here; 5 x 100 burn-in iterations with
+factor reordering; 4 x 250 sampling iterations saved in chunks; posterior U/G/h2)
+once per seed, each in a fresh working directory, and prints the mean accuracies
+and the time breakdown next to R MegaLMM 0.9.5's (``../shared/data/r_reference.md``).
+Needs ``../shared/data`` (or ``PYMEGALMM_DATA``).
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ i.e. ``U^-1 z`` with ``U' U = A`` (covariance ``U^-1 U^-T = A^-1``).
 from __future__ import annotations
 
 import numpy as np
-
-from pymegalmm.linalg import standard_gamma
 import scipy.linalg as sla
 from scipy.special import gammainc, gammaincinv, softmax
+
+from pymegalmm.linalg import standard_gamma
 
 __all__ = [
     "chol_upper",
