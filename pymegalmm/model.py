@@ -624,13 +624,19 @@ class MegaLMM:
                  "fixed": len(self.coords.fixed), "level": len(self.coords.level),
                  "component": len(self.coords.component), "row": len(self.coords.row)}
         sizes["trait2"] = sizes["trait"]
-        dims = {name: PARAM_DIMS[name] for name in self.record}
-        dims.update({"U": ("level", "trait"), "h2": ("component", "trait"),
-                     "G": ("component", "trait", "trait2"), "R": ("trait", "trait2")})
-        per_draw = sum(8 * int(np.prod([sizes[d] for d in ds])) for ds in dims.values())
         nrun = self.states[0].nrun
         recorded = sum(self._is_recorded(i) for i in range(nrun + 1, nrun + int(n_iter) + 1))
+        dims = {name: PARAM_DIMS[name] for name in self.record}
+        dims.update({"U": ("level", "trait"), "h2": ("component", "trait")})
+        if self._covariances_fit(self.n_draws + recorded):
+            dims.update({"G": ("component", "trait", "trait2"), "R": ("trait", "trait2")})
+        per_draw = sum(8 * int(np.prod([sizes[d] for d in ds])) for ds in dims.values())
         return per_draw * recorded * len(self.states)
+
+    def _covariances_fit(self, n_draws: int) -> bool:
+        """Whether G and R for ``n_draws`` draws per chain stay within DERIVED_MEMORY_LIMIT."""
+        t, m = len(self.coords.trait), len(self.coords.component)
+        return len(self.stores) * n_draws * m * t * t * 8 <= DERIVED_MEMORY_LIMIT
 
     # ---------------------------------------------------------------- results
 
@@ -651,13 +657,12 @@ class MegaLMM:
         :func:`pymegalmm.posterior.add_derived`.
         """
         ds = draws_to_dataset(self.stores, self.coords)
-        t, m = len(self.coords.trait), len(self.coords.component)
-        size = len(self.stores) * self.n_draws * m * t * t * 8
-        which = ["U", "h2"] + (["G", "R"] if size <= DERIVED_MEMORY_LIMIT else [])
-        if size > DERIVED_MEMORY_LIMIT:
+        fit = self._covariances_fit(self.n_draws)
+        which = ["U", "h2"] + (["G", "R"] if fit else [])
+        if not fit:
             warnings.warn(
-                f"G and R would take {size / 2**30:.1f} GiB; not added to posterior "
-                "(use pymegalmm.posterior.add_derived on a selection of traits)",
+                "G and R would take more than 1 GiB; not added to posterior (use "
+                "pymegalmm.posterior.add_derived on a selection of traits)",
                 stacklevel=2,
             )
         return add_derived(ds, which)

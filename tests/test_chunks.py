@@ -69,3 +69,17 @@ def test_memory_estimate_matches_recorded_bytes(tmp_path):
     post = m.posterior
     actual = sum(post[v].nbytes for v in post.data_vars)
     assert est == actual
+
+
+def test_large_covariances_left_out_consistently(tmp_path, monkeypatch):
+    from pymegalmm import model as model_module
+
+    monkeypatch.setattr(model_module, "DERIVED_MEMORY_LIMIT", 1000)  # bytes
+    m = _model(tmp_path)
+    m.sample(10, progress=False)
+    est = m.estimate_memory(6)
+    m.sample(6, progress=False)
+    with pytest.warns(UserWarning, match="G and R"):
+        post = m.posterior
+    assert "G" not in post and "R" not in post and "U" in post
+    assert est == sum(post[v].nbytes for v in post.data_vars)
