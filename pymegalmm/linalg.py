@@ -79,9 +79,10 @@ def _fill_blocks(rng: np.random.Generator, out: np.ndarray, fill) -> np.ndarray:
             work(i)
     else:
         global _pool
-        if _pool is None or _pool._max_workers < n_threads:
-            _pool = ThreadPoolExecutor(max_workers=max(n_threads, os.cpu_count() or 1))
-        list(_pool.map(work, range(len(starts))))
+        if _pool is None:  # one worker per CPU; each call uses at most n_threads blocks at once
+            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+        for first in range(0, len(starts), n_threads):
+            list(_pool.map(work, range(first, min(first + n_threads, len(starts)))))
     return out
 
 
