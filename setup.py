@@ -67,11 +67,15 @@ def openmp_flags() -> tuple[list[str], list[str]]:
 
 
 compile_omp, link_omp = openmp_flags()
+# NumPy's random distributions, exposed to C extensions as a static library
+NUMPY_RANDOM_LIB = os.path.join(os.path.dirname(np.__file__), "random", "lib")
 extensions = [
     Extension(
         "pymegalmm._kernels",
         ["pymegalmm/_kernels.pyx"],
         include_dirs=[np.get_include()],
+        library_dirs=[NUMPY_RANDOM_LIB],
+        libraries=["npyrandom", "m"],
         extra_compile_args=["-O3", *compile_omp],
         extra_link_args=link_omp,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],

@@ -11,9 +11,7 @@ summation order independent of the number of threads.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -58,31 +56,21 @@ def matmul(
 #: Random draws are made in blocks of about this many numbers, each block from its own
 #: generator seeded by the chain's generator; blocks depend only on the array's shape.
 RNG_BLOCK = 2**16
-_pool: ThreadPoolExecutor | None = None
 
 
-def _fill_blocks(rng: np.random.Generator, out: np.ndarray, fill) -> np.ndarray:
-    """Fill the columns of ``out`` (Fortran-ordered) block by block, in parallel threads."""
+def _fill_blocks(rng: np.random.Generator, out: np.ndarray, gamma: bool = False,
+                 shape: float = 1.0) -> np.ndarray:
+    """Fill the columns of ``out`` (Fortran-ordered) block by block, in parallel.
+
+    Block ``b`` (``width`` columns, fixed by the shape) gets its own PCG64 bit
+    generator seeded from ``rng``; the kernel fills the blocks over OpenMP threads.
+    """
     rows, cols = out.shape
     width = max(1, RNG_BLOCK // max(rows, 1))
-    starts = range(0, cols, width)
-    seeds = rng.integers(0, 2**63 - 1, size=len(starts), dtype=np.int64)
-
-    def work(i: int) -> None:
-        block = np.random.Generator(np.random.PCG64(int(seeds[i])))
-        start = starts[i]
-        fill(block, out.T[start:start + width])  # C-ordered view: rows of out.T are columns
-
-    n_threads = min(len(starts), kernels_module().openmp_max_threads())
-    if n_threads <= 1:
-        for i in range(len(starts)):
-            work(i)
-    else:
-        global _pool
-        if _pool is None:  # one worker per CPU; each call uses at most n_threads blocks at once
-            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
-        for first in range(0, len(starts), n_threads):
-            list(_pool.map(work, range(first, min(first + n_threads, len(starts)))))
+    n_blocks = -(-cols // width)
+    seeds = rng.integers(0, 2**63 - 1, size=n_blocks, dtype=np.int64)
+    bit_generators = [np.random.PCG64(int(seed)) for seed in seeds]
+    kernels_module().fill_random_blocks(bit_generators, out, width, gamma, shape)
     return out
 
 
@@ -97,14 +85,14 @@ def standard_normal(rng: np.random.Generator, rows: int, cols: int,
         out = np.empty((rows, cols), order="F")
     elif out.shape != (rows, cols) or not out.flags.f_contiguous:
         raise ValueError("out must be a Fortran-ordered array of shape (rows, cols)")
-    return _fill_blocks(rng, out, lambda g, view: g.standard_normal(out=view))
+    return _fill_blocks(rng, out)
 
 
 def standard_gamma(rng: np.random.Generator, shape: float, rows: int, cols: int
                    ) -> np.ndarray:
     """Standard Gamma(``shape``) draws, ``rows x cols`` Fortran-ordered, parallel blocks."""
     out = np.empty((rows, cols), order="F")
-    return _fill_blocks(rng, out, lambda g, view: g.standard_gamma(shape, out=view))
+    return _fill_blocks(rng, out, gamma=True, shape=float(shape))
 
 
 @contextmanager
