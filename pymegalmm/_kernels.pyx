@@ -82,20 +82,27 @@ def weighted_cross_products(
     cdef Py_ssize_t n = X.shape[0], p = X.shape[1], t = Y.shape[1]
     cdef Py_ssize_t i, j, l, g
     cdef double wy, acc
+    cdef double *c
+    cdef const double *xi
     if Y.shape[0] != n or XtWy.shape[0] != p or XtWy.shape[1] != t or yWy.shape[0] != t:
         raise ValueError("weighted_cross_products: inconsistent shapes")
-    with nogil:
+    with nogil, parallel():
+        c = <double *> malloc((p + 1) * sizeof(double))  # thread-local accumulators
         for j in prange(t, schedule="static"):
             g = grid_index[j]
             for l in range(p):
-                XtWy[l, j] = 0.0
+                c[l] = 0.0
             acc = 0.0
             for i in range(n):
                 wy = W[g, i] * Y[i, j]
                 acc = acc + wy * Y[i, j]
+                xi = &X[i, 0]
                 for l in range(p):
-                    XtWy[l, j] += X[i, l] * wy
+                    c[l] = c[l] + xi[l] * wy
+            for l in range(p):
+                XtWy[l, j] = c[l]
             yWy[j] = acc
+        free(c)
 
 
 # ---------------------------------------------------------------------------
@@ -360,22 +367,26 @@ def sample_diagonal_effects(
     else:
         B = E
         R = v_out
+    cdef double[::1] sqrt_d = np.sqrt(np.maximum(np.asarray(d), 0.0))
+    cdef double sdj, inv
     with nogil:
         for j in prange(t, schedule="static"):
             hj = h[j]
             if want_resid:
                 for i in range(n):
                     R[i, j] = B[i, j]
-            for i in range(r):
-                if hj <= 0.0:
+            if hj <= 0.0:
+                for i in range(r):
                     v_out[i, j] = 0.0
-                    continue
-                denom = d[i] * hj + 1.0 - hj
-                sdi = sqrt(hj * (1.0 - hj) / (tau[j] * denom))
+                continue
+            sdj = sqrt(hj * (1.0 - hj) / tau[j])
+            for i in range(r):
+                inv = 1.0 / (d[i] * hj + 1.0 - hj)
+                sdi = sdj * sqrt(inv)
                 if i < n and d[i] > 0.0:
-                    v_out[i, j] = sqrt(d[i]) * hj * E[i, j] / denom + z[i, j] * sdi
+                    v_out[i, j] = sqrt_d[i] * hj * E[i, j] * inv + z[i, j] * sdi
                     if want_resid:
-                        R[i, j] = B[i, j] - sqrt(d[i]) * v_out[i, j]
+                        R[i, j] = B[i, j] - sqrt_d[i] * v_out[i, j]
                 else:
                     v_out[i, j] = z[i, j] * sdi
 
@@ -643,16 +654,23 @@ def grid_sums_of_squares(
     cdef Py_ssize_t n = E.shape[0], t = E.shape[1], G = W_T.shape[1]
     cdef Py_ssize_t i, j, g
     cdef double e2
+    cdef double *acc
+    cdef const double *wi
     if W_T.shape[0] != n or out.shape[0] != t or out.shape[1] != G:
         raise ValueError("grid_sums_of_squares: inconsistent shapes")
-    with nogil:
+    with nogil, parallel():
+        acc = <double *> malloc((G + 1) * sizeof(double))  # thread-local accumulators
         for j in prange(t, schedule="static"):
             for g in range(G):
-                out[j, g] = 0.0
+                acc[g] = 0.0
             for i in range(n):
                 e2 = E[i, j] * E[i, j]
+                wi = &W_T[i, 0]
                 for g in range(G):
-                    out[j, g] += W_T[i, g] * e2
+                    acc[g] = acc[g] + wi[g] * e2
+            for g in range(G):
+                out[j, g] = acc[g]
+        free(acc)
 
 
 # ---------------------------------------------------------------------------
