@@ -659,7 +659,8 @@ class MegaLMM:
         ds = draws_to_dataset(self.stores, self.coords)
         fit = self._covariances_fit(self.n_draws)
         which = ["U", "h2"] + (["G", "R"] if fit else [])
-        if not fit:
+        if not fit and not getattr(self, "_warned_covariances", False):
+            self._warned_covariances = True  # once per model, not at every chunk
             warnings.warn(
                 "G and R would take more than 1 GiB; not added to posterior (use "
                 "pymegalmm.posterior.add_derived on a selection of traits)",

@@ -83,3 +83,8 @@ def test_large_covariances_left_out_consistently(tmp_path, monkeypatch):
         post = m.posterior
     assert "G" not in post and "R" not in post and "U" in post
     assert est == sum(post[v].nbytes for v in post.data_vars)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per model, not at every access
+        assert "G" not in m.posterior
