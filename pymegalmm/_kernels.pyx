@@ -19,8 +19,6 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport exp, log, sqrt, INFINITY
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
-from scipy.linalg.cython_blas cimport dtrsv
-from scipy.linalg.cython_lapack cimport dpotrf
 from scipy.special.cython_special cimport gammainc, gammaincinv
 
 cdef extern from *:
@@ -37,6 +35,57 @@ cdef extern from *:
     int PYMEGALMM_OPENMP
     int omp_get_max_threads() noexcept nogil
     void omp_set_num_threads(int n) noexcept nogil
+
+
+# ---------------------------------------------------------------------------
+# Small dense linear algebra for per-trait work inside parallel loops.
+# LAPACK/BLAS calls on tiny matrices from many threads serialise on OpenBLAS's
+# internal lock (measured: the regression kernel got slower with 2 threads), so
+# the per-trait factorisations use these plain loops.  Matrices are column-major
+# with leading dimension ``ld``: element (r, c) is ``A[r + c * ld]``.
+# ---------------------------------------------------------------------------
+
+cdef inline int chol_upper(double *A, int m, int ld) noexcept nogil:
+    """In place: upper triangle of ``A`` becomes ``U`` with ``U'U = A``; 0 or the failing column."""
+    cdef int i, j, k
+    cdef double acc, diag
+    for j in range(m):
+        acc = A[j + j * ld]
+        for k in range(j):
+            acc = acc - A[k + j * ld] * A[k + j * ld]
+        if not acc > 0.0:
+            return j + 1
+        diag = sqrt(acc)
+        A[j + j * ld] = diag
+        for i in range(j + 1, m):
+            acc = A[j + i * ld]
+            for k in range(j):
+                acc = acc - A[k + j * ld] * A[k + i * ld]
+            A[j + i * ld] = acc / diag
+    return 0
+
+
+cdef inline void solve_upper_t(const double *U, int m, int ld, double *x) noexcept nogil:
+    """In place ``x <- U'^-1 x`` (forward substitution)."""
+    cdef int i, k
+    cdef double acc
+    for i in range(m):
+        acc = x[i]
+        for k in range(i):
+            acc = acc - U[k + i * ld] * x[k]
+        x[i] = acc / U[i + i * ld]
+
+
+cdef inline void solve_upper(const double *U, int m, int ld, double *x) noexcept nogil:
+    """In place ``x <- U^-1 x`` (back substitution)."""
+    cdef int i, k
+    cdef double acc
+    for i in range(m - 1, -1, -1):
+        acc = x[i]
+        for k in range(i + 1, m):
+            acc = acc - U[i + k * ld] * x[k]
+        x[i] = acc / U[i + i * ld]
+
 
 
 def openmp_enabled() -> bool:
@@ -196,9 +245,7 @@ def sample_coefficients(
                             P[(p_pen + m) * p + l] = 0.0
                             P[l * p + p_pen + m] = 0.0
                         P[(p_pen + m) * p + p_pen + m] = 1.0
-            info = 0
-            if p > 0:
-                dpotrf("U", &ip, P, &ip, &info)
+            info = chol_upper(P, ip, ip) if p > 0 else 0
             if info != 0:
                 n_bad += 1
                 for l in range(p):
@@ -213,13 +260,13 @@ def sample_coefficients(
                     if drops[j, m]:
                         w[p_pen + m] = 0.0
             if p > 0:
-                dtrsv("U", "T", "N", &ip, P, &ip, w, &one)
+                solve_upper_t(P, ip, ip, w)
             # (1a) alpha = U_aa^-1 (w_a + z_a / sqrt(tau_old))
             sd = 1.0 / sqrt(tau_old[j])
             for m in range(n_flat):
                 alpha[m] = w[p_pen + m] + z[p_pen + m, j] * sd
             if n_flat > 0:
-                dtrsv("U", "N", "N", &n_flat, &P[p_pen * p + p_pen], &ip, alpha, &one)
+                solve_upper(&P[p_pen * p + p_pen], n_flat, ip, alpha)
             if has_drop:
                 for m in range(n_flat):
                     if drops[j, m]:
@@ -235,7 +282,7 @@ def sample_coefficients(
                 for m in range(n_flat):
                     xr[l] = xr[l] - gram[g, l, p_pen + m] * alpha[m]
             if p_pen > 0:
-                dtrsv("U", "T", "N", &ipen, P, &ip, xr, &one)
+                solve_upper_t(P, ipen, ip, xr)
             q2 = 0.0
             for l in range(p_pen):
                 q2 = q2 + xr[l] * xr[l]
@@ -248,7 +295,7 @@ def sample_coefficients(
             for l in range(p_pen):
                 xr[l] = xr[l] + z[l, j] * sd
             if p_pen > 0:
-                dtrsv("U", "N", "N", &ipen, P, &ip, xr, &one)
+                solve_upper(P, ipen, ip, xr)
             for l in range(p_pen):
                 coef[l, j] = xr[l]
             for m in range(n_flat):
@@ -607,9 +654,7 @@ def sample_factor_scores_by_pattern(
                     for a in range(k):
                         for b in range(k):
                             S[a * k + b] += resid_prec[j] * Lambda[a, j] * Lambda[b, j]
-            info = 0
-            if k > 0:
-                dpotrf("U", &ik, S, &ik, &info)
+            info = chol_upper(S, ik, ik) if k > 0 else 0
             if info != 0:
                 n_bad += 1
                 continue
@@ -623,9 +668,9 @@ def sample_factor_scores_by_pattern(
                     w[a] = acc
                     noise[a] = z[i, a]
                 if k > 0:
-                    dtrsv("U", "T", "N", &ik, S, &ik, w, &one)
-                    dtrsv("U", "N", "N", &ik, S, &ik, w, &one)
-                    dtrsv("U", "N", "N", &ik, S, &ik, noise, &one)
+                    solve_upper_t(S, ik, ik, w)
+                    solve_upper(S, ik, ik, w)
+                    solve_upper(S, ik, ik, noise)
                 for a in range(k):
                     F_out[i, a] = w[a] + noise[a]
         free(S)
