@@ -207,6 +207,7 @@ def gibbs_iteration(s: ChainState, d: SamplerData) -> None:
     if d.single_group:  # rows are exchangeable: sample directly in rotated space
         s.QtF = sample_factor_scores(residuals[0], s.Lambda, resid_prec,
                                      re_F.genetic_values(s.U_F), factor_prec, z)
+        F = None
     else:  # rows use different traits: sample in the original rows, by row pattern
         E = np.zeros((n, d.t), order="F")
         for g, res in zip(d.groups, residuals, strict=True):
@@ -226,8 +227,8 @@ def gibbs_iteration(s: ChainState, d: SamplerData) -> None:
     # Step 7. ARD shrinkage of the loadings: local phi, then the global deltas.
     s.Lambda_phi, s.delta = sample_ard(s.Lambda, s.tot_Eta_prec, s.Lambda_phi, s.delta, pri, rng)
 
-    # Step 9. Impute the missing cells inside each group's block from this iteration's values.
-    F = None if d.single_group else re_F.unrotate(s.QtF)
+    # Step 9. Impute the missing cells inside each group's block from this iteration's values
+    # (F: the new factor scores in the original rows, when there are several groups).
     for gi, (g, res) in enumerate(zip(d.groups, residuals, strict=True)):
         if g.imputed[0].size:
             QtF = s.QtF if gi == 0 else g.re.rotate(F[g.rows])
