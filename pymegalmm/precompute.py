@@ -258,11 +258,6 @@ class DiagonalRandomEffect:
         """Number of random-effect coefficients per column."""
         return self.r
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the precomputed arrays."""
-        return (self.Q.nbytes + self.Qt.nbytes + self.W.nbytes + self.to_levels_matrix.nbytes
-                + self.Z_all.nbytes)
 
     def rotate(self, A: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``Qt @ A``, Fortran-ordered."""
@@ -398,10 +393,6 @@ class DenseRandomEffects:
         """Number of random-effect coefficients per column (all effects)."""
         return self.r
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the precomputed arrays."""
-        return self.chol_V.nbytes + self.chol_C.nbytes + self.to_levels_matrix.nbytes
 
     def rotate(self, A: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Identity (no rotation with several random effects), Fortran-ordered copy."""
@@ -445,14 +436,15 @@ class DenseRandomEffects:
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Draw all random effects ``u`` (``r x t``) given residuals ``E``.
 
-        With ``base`` (``n x t``), also return ``base - Z u``.  ``out`` and
-        ``resid_out`` are accepted for interface parity and not used.
+        With ``base`` (``n x t``), also return ``base - Z u``; ``out`` and
+        ``resid_out`` are optional Fortran-ordered output buffers.
 
         ``u ~ N(C^-1 Z'e / (1 - sum h), (tau C)^-1)`` with
         ``C = Z'Z / (1 - sum h) + blockdiag(K_m^-1 / h_m)``; effects with
         ``h_m = 0`` are exactly 0.
         """
-        u = np.zeros((self.r, E.shape[1]), order="F")
+        u = np.zeros((self.r, E.shape[1]), order="F") if out is None else out
+        u[...] = 0.0
         ZtE = np.asarray(self.Z.T @ E)
         for g in np.unique(grid_index):
             cols = np.flatnonzero(grid_index == g)
@@ -466,7 +458,9 @@ class DenseRandomEffects:
             u[np.ix_(act, cols)] = mean + noise / np.sqrt(tau[cols])
         if base is None:
             return u
-        return u, np.asfortranarray(base - self.Z @ u)
+        resid = np.empty_like(base, order="F") if resid_out is None else resid_out
+        np.subtract(base, self.Z @ u, out=resid)
+        return u, resid
 
     def genetic_values(self, u: np.ndarray) -> np.ndarray:
         """Genetic values ``Z u`` (``n x t``, no rotation)."""

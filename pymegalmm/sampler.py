@@ -399,13 +399,6 @@ def impute_block(
     g.re.rotate(s.Eta[g.block], out=s.QtEta[gi])
 
 
-def _rotated_mean(s: ChainState, g: GroupData, QtF: np.ndarray, genetic_R: np.ndarray
-                  ) -> np.ndarray:
-    """Rotated ``X1 B1 + F Lambda + Z U_R`` over group ``g``'s block."""
-    out = matmul(QtF, s.Lambda[:, g.cols], out=genetic_R.copy(order="F"), beta=1.0)
-    return matmul(g.QtX1, s.B1[:, g.cols], out=out, beta=1.0)
-
-
 def eta_mean(s: ChainState, d: SamplerData) -> np.ndarray:
     """Expected value of ``Eta`` for every cell: ``X1 B1 + F Lambda + Z U_R`` (scaled units).
 
@@ -413,8 +406,9 @@ def eta_mean(s: ChainState, d: SamplerData) -> np.ndarray:
     random effects mapped to all rows.
     """
     if d.single_group:
-        g = d.groups[0]
-        return g.re.unrotate(_rotated_mean(s, g, s.QtF, g.re.genetic_values(s.U_R)))
+        g = d.groups[0]  # rotated Z U_R + F Lambda + X1 B1, then back to the original rows
+        mean = matmul(s.QtF, s.Lambda, out=g.re.genetic_values(s.U_R), beta=1.0)
+        return g.re.unrotate(matmul(g.QtX1, s.B1, out=mean, beta=1.0))
     F = d.factor_re.unrotate(s.QtF)
     out = matmul(F, s.Lambda)
     matmul(d.X1, s.B1, out=out, beta=1.0)
