@@ -1,0 +1,90 @@
+"""Fixed-seed fits whose draws must never change (the redesign's invariant).
+
+``python tests/golden.py`` records the posteriors of these fits in
+``tests/data/golden_draws.npz``; ``tests/test_golden.py`` refits and compares
+to the last bit.  The file was recorded with main at 17042ae (before the
+redesign) and must not be re-recorded to make a change pass: a change that
+alters a draw changes the sampler.
+
+Each fit exercises a different path of the iteration: one random effect with
+missing cells imputed every iteration, two chains and a fixed effect (plus a
+``reorder_factors`` between two blocks); a missing-data map with several trait
+groups; and two random effects (dense back-end).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pymegalmm import MegaLMM, datasets
+from pymegalmm.demo import mask_cells
+
+GOLDEN = Path(__file__).parent / "data" / "golden_draws.npz"
+ALL_PARAMS = ("Lambda", "F", "U_F", "U_R", "B1", "F_h2", "resid_h2", "tot_Eta_prec",
+              "tot_F_prec", "delta")
+
+
+def fit_missing_cells() -> MegaLMM:
+    """One random effect, 15 % of cells missing, a fixed effect, two chains, a reorder."""
+    sim = datasets.simulate_met(n_lines=40, n_envs=8, envs_per_line=(5, 7), n_factors=2, seed=11, n_markers=300)
+    Y, data = datasets.to_wide(sim.Y, ["Line", "Population"], "Env", "Yield")
+    Y = Y.mask(mask_cells(Y, 0.15, np.random.default_rng(4)))
+    m = MegaLMM(Y, "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},
+                n_factors=4, h2_divisions=10, burn=6, thin=2, chains=2, seed=21,
+                record=ALL_PARAMS, verbose=False)
+    m.sample(14, progress=False)
+    m.reorder_factors()
+    m.sample(16, progress=False)
+    return m
+
+
+def fit_missing_map() -> MegaLMM:
+    """A missing-data map with several trait groups (predicted-only cells)."""
+    sim = datasets.simulate_met(n_lines=40, n_envs=8, envs_per_line=(5, 7), n_factors=2, seed=12, n_markers=300)
+    Y, data = datasets.to_wide(sim.Y, ["Line", "Population"], "Env", "Yield")
+    Y = Y.mask(mask_cells(Y, 0.25, np.random.default_rng(5)))
+    m = MegaLMM(Y, "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},
+                n_factors=3, h2_divisions=10, burn=5, thin=1, seed=22, record=ALL_PARAMS,
+                verbose=False)
+    maps, table = m.missing_data_maps(4)
+    groups = table["n_groups"].to_numpy()
+    m.set_missing_data_map(maps[int(np.flatnonzero(groups > 1)[0])])
+    m.sample(20, progress=False)
+    return m
+
+
+def fit_two_effects() -> MegaLMM:
+    """Two random effects: the dense back-end."""
+    sim = datasets.simulate_two_random_effects(n_lines=30, n_reps=2, n_plots=10, t=5, seed=13,
+                                              n_markers=300)
+    m = MegaLMM(sim.Y, sim.formula, data=sim.data, relmat={"Line": sim.K}, n_factors=2,
+                h2_divisions=4, burn=4, thin=2, seed=23, record=ALL_PARAMS, verbose=False)
+    m.sample(16, progress=False)
+    return m
+
+
+FITS = {"missing_cells": fit_missing_cells, "missing_map": fit_missing_map,
+        "two_effects": fit_two_effects}
+
+
+def draws(m: MegaLMM) -> dict[str, np.ndarray]:
+    """Every recorded parameter, derived quantity and posterior mean of a fit."""
+    post = m.posterior
+    out = {name: post[name].values for name in (*ALL_PARAMS, "U", "h2", "G", "R")}
+    out["Eta_mean"] = m.posterior_means["Eta_mean"].values
+    return out
+
+
+def record(path: Path = GOLDEN) -> None:
+    """Write the golden draws of every fit to ``path``."""
+    arrays = {f"{fit}/{name}": value for fit, build in FITS.items()
+              for name, value in draws(build()).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+if __name__ == "__main__":
+    record(Path(sys.argv[1]) if len(sys.argv) > 1 else GOLDEN)
