@@ -1,13 +1,20 @@
 """Build the Cython kernels, with OpenMP when the compiler supports it.
 
+The kernels live in the package ``pymegalmm/_kernels/``, one compiled module per
+topic: every ``pymegalmm/_kernels/*.pyx`` becomes the extension
+``pymegalmm._kernels.<name>`` (``__init__.py`` re-exports their functions).  The
+shared ``.pxd`` files there (the OpenMP shim ``_openmp_helpers.pxd`` and the inline
+dense algebra ``_dense.pxd``) are only cimported, not built.
+
 The compiler is probed once with a tiny OpenMP program.  If ``-fopenmp`` does not
-compile and link (e.g. Apple clang without libomp), the extension is built
+compile and link (e.g. Apple clang without libomp), every kernel module is built
 serially: ``prange`` loops then run on one thread and ``pymegalmm.show_config()``
 reports ``OpenMP: disabled``.  Set ``PYMEGALMM_NO_OPENMP=1`` to force a serial build.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -67,20 +74,36 @@ def openmp_flags() -> tuple[list[str], list[str]]:
 
 
 compile_omp, link_omp = openmp_flags()
-# NumPy's random distributions, exposed to C extensions as a static library
+KERNELS_DIR = os.path.join("pymegalmm", "_kernels")
+# NumPy's random distributions, exposed to C extensions as a static library; only the
+# modules listed here call them
 NUMPY_RANDOM_LIB = os.path.join(os.path.dirname(np.__file__), "random", "lib")
-extensions = [
-    Extension(
-        "pymegalmm._kernels",
-        ["pymegalmm/_kernels.pyx"],
+USES_NPYRANDOM = {"_random"}
+
+
+def kernel_extension(pyx: str) -> Extension:
+    """Return the extension ``pymegalmm._kernels.<name>`` built from ``<name>.pyx``."""
+    name = os.path.splitext(os.path.basename(pyx))[0]
+    npyrandom = name in USES_NPYRANDOM
+    return Extension(
+        f"pymegalmm._kernels.{name}",
+        [pyx],
         include_dirs=[np.get_include()],
-        library_dirs=[NUMPY_RANDOM_LIB],
-        libraries=["npyrandom", "m"],
+        library_dirs=[NUMPY_RANDOM_LIB] if npyrandom else [],
+        libraries=["npyrandom", "m"] if npyrandom else ["m"],
         extra_compile_args=["-O3", *compile_omp],
         extra_link_args=link_omp,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
     )
+
+
+# one extension per topic module; POSIX paths, as setuptools expects for sources
+extensions = [
+    kernel_extension(pyx.replace(os.sep, "/"))
+    for pyx in sorted(glob.glob(os.path.join(KERNELS_DIR, "*.pyx")))
 ]
+if not extensions:
+    raise RuntimeError(f"setup.py: no kernel sources found in {KERNELS_DIR}")
 
 setup(
     ext_modules=cythonize(

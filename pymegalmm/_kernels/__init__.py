@@ -1,0 +1,64 @@
+"""Hot loops of one Gibbs iteration, in Cython with OpenMP over traits.
+
+Every kernel works on plain contiguous float64 arrays and knows nothing about
+names, formulas or pandas.  Per-trait arrays (``n x t``, ``p x t``, ...) are
+Fortran-ordered so that one trait's column is contiguous.  All random numbers
+are drawn beforehand by the chain's ``numpy.random.Generator`` and passed in,
+and each trait is processed by exactly one thread with a fixed operation order,
+so the results are bit-identical for any number of threads.
+
+The slow, obvious NumPy versions of these kernels live in ``tests/reference.py``;
+the tests check that both agree on the same pre-drawn random numbers.
+
+The kernels are split by topic into compiled modules; this package re-exports
+all of them, so callers use ``pymegalmm._kernels.<name>`` only:
+
+``_openmp``
+    ``openmp_enabled``, ``openmp_max_threads``, ``set_num_threads``.  The thread
+    count is process-wide (one OpenMP runtime), so it governs every module.
+``_regression``
+    ``weighted_cross_products``, ``sample_coefficients`` (step 1).
+``_grid``
+    ``sample_grid_index``, ``grid_sums_of_squares`` (steps 2 and 4, h2 grid).
+``_effects``
+    ``sample_diagonal_effects`` (steps 2 and 5, random effects).
+``_shrinkage``
+    ``sample_ard_delta`` (step 7, ARD global shrinkage).
+``_gemm``
+    ``gemm_columns``, ``GEMM_BLOCK``, ``GEMM_ROW_BLOCK`` (tiled dense products).
+``_factor_scores``
+    ``sample_factor_scores_by_pattern`` (step 6 with several trait groups).
+``_random``
+    ``fill_random_blocks`` (random draws in fixed column blocks).
+
+Shared Cython declarations (``cimport`` only, nothing at run time):
+``_openmp_helpers.pxd``, the one OpenMP shim that lets the same sources build
+with or without OpenMP, and ``_dense.pxd``, the small inline Cholesky factor and
+triangular solves used inside the parallel loops.
+"""
+
+from ._effects import sample_diagonal_effects
+from ._factor_scores import sample_factor_scores_by_pattern
+from ._gemm import GEMM_BLOCK, GEMM_ROW_BLOCK, gemm_columns
+from ._grid import grid_sums_of_squares, sample_grid_index
+from ._openmp import openmp_enabled, openmp_max_threads, set_num_threads
+from ._random import fill_random_blocks
+from ._regression import sample_coefficients, weighted_cross_products
+from ._shrinkage import sample_ard_delta
+
+__all__ = [
+    "GEMM_BLOCK",
+    "GEMM_ROW_BLOCK",
+    "fill_random_blocks",
+    "gemm_columns",
+    "grid_sums_of_squares",
+    "openmp_enabled",
+    "openmp_max_threads",
+    "sample_ard_delta",
+    "sample_coefficients",
+    "sample_diagonal_effects",
+    "sample_factor_scores_by_pattern",
+    "sample_grid_index",
+    "set_num_threads",
+    "weighted_cross_products",
+]

@@ -1,0 +1,213 @@
+# cython: language_level=3
+"""Step 1: weighted sufficient statistics and the collapsed coefficient draw per trait."""
+
+import numpy as np
+
+from cython.parallel cimport parallel, prange
+from libc.math cimport sqrt
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from ._dense cimport chol_upper, solve_upper, solve_upper_t
+
+
+# ---------------------------------------------------------------------------
+# Step 1: weighted sufficient statistics for the diagonal (one random effect) case
+# ---------------------------------------------------------------------------
+
+def weighted_cross_products(
+    const double[:, ::1] X,
+    const double[::1, :] Y,
+    const double[:, ::1] W,
+    const Py_ssize_t[::1] grid_index,
+    double[::1, :] XtWy,
+    double[::1] yWy,
+):
+    """Per trait j with grid point g = grid_index[j]: ``X' diag(W[g]) y_j`` and ``y_j' diag(W[g]) y_j``.
+
+    Parameters
+    ----------
+    X : (n, p) C-ordered design (rotated), shared by all traits.
+    Y : (n, t) Fortran-ordered data (rotated).
+    W : (G, n) whitening weights ``1 / (h_g d_i + 1 - h_g)`` per grid point.
+    grid_index : (t,) grid point of each trait.
+    XtWy : (p, t) Fortran-ordered output.
+    yWy : (t,) output.
+    """
+    cdef Py_ssize_t n = X.shape[0], p = X.shape[1], t = Y.shape[1]
+    cdef Py_ssize_t i, j, l, g
+    cdef double wy, acc
+    cdef double *c
+    cdef const double *xi
+    if Y.shape[0] != n or XtWy.shape[0] != p or XtWy.shape[1] != t or yWy.shape[0] != t:
+        raise ValueError("weighted_cross_products: inconsistent shapes")
+    with nogil, parallel():
+        c = <double *> malloc((p + 1) * sizeof(double))  # thread-local accumulators
+        for j in prange(t, schedule="static"):
+            g = grid_index[j]
+            for l in range(p):
+                c[l] = 0.0
+            acc = 0.0
+            for i in range(n):
+                wy = W[g, i] * Y[i, j]
+                acc = acc + wy * Y[i, j]
+                xi = &X[i, 0]
+                for l in range(p):
+                    c[l] = c[l] + xi[l] * wy
+            for l in range(p):
+                XtWy[l, j] = c[l]
+            yWy[j] = acc
+        free(c)
+
+
+# ---------------------------------------------------------------------------
+# Step 1: collapsed draw of (flat coefficients, tot_prec, penalised coefficients)
+# ---------------------------------------------------------------------------
+
+def sample_coefficients(
+    const double[:, :, ::1] gram,
+    const Py_ssize_t[::1] gram_index,
+    const double[::1, :] XtWy,
+    const double[::1] yWy,
+    const double[::1, :] prior_prec,
+    const double[::1] tau_old,
+    const double[::1] tau_rate,
+    const double[::1] gamma_draw,
+    const double[::1, :] z,
+    double[::1, :] coef,
+    double[::1] tau,
+    const unsigned char[:, ::1] drop_flat=None,
+):
+    """Partially collapsed Gibbs draw of ``[beta, alpha]`` and ``tau`` per trait.
+
+    Model per trait (whitened): ``y = X_pen beta + X_flat alpha + e``,
+    ``e ~ N(0, I / tau)``, ``beta ~ N(0, (tau D)^-1)``, ``alpha`` flat,
+    ``tau ~ Gamma(shape, rate)``.  With ``P = X'X + diag(D, 0)`` (penalised
+    columns first) and its upper Cholesky factor ``U``:
+
+    1. ``alpha ~ N(mean, (tau_old S)^-1)`` with ``beta`` integrated out
+       (``S`` = Schur complement of the penalised block, ``U_aa' U_aa``);
+    2. ``tau | alpha ~ Gamma(shape, rate + SS/2)``, ``SS = r' Sigma^-1 r``,
+       ``r = y - X_flat alpha`` with ``beta`` integrated out;
+    3. ``beta | alpha, tau ~ N(P_bb^-1 X_pen' r, (tau P_bb)^-1)``.
+
+    Parameters
+    ----------
+    gram : (G', p, p) Gram matrices ``X' W_g X``, one per group of traits.
+    gram_index : (t,) which Gram matrix each trait uses.
+    XtWy, yWy : sufficient statistics per trait, (p, t) and (t,).
+    prior_prec : (p_pen, t) prior precisions of the penalised coefficients,
+        relative to tau (the flat coefficients are the last ``p - p_pen``).
+    tau_old : (t,) current tau, used for the alpha draw.
+    tau_rate : (t,) prior rate of tau.
+    gamma_draw : (t,) standard Gamma(shape + n/2) draws; ``tau = gamma_draw / rate``.
+    z : (p, t) standard normal draws.
+    coef : (p, t) output ``[beta; alpha]``; tau : (t,) output.
+    drop_flat : (t, p - p_pen) uint8 or None
+        Non-zero where a flat coefficient is not identifiable for that trait: it is
+        removed from the model (decoupled in ``P``) and its coefficient set to 0.
+
+    Returns
+    -------
+    int
+        Number of traits whose precision matrix was not positive definite (0 when all fine).
+    """
+    cdef Py_ssize_t p = gram.shape[1], t = XtWy.shape[1], p_pen = prior_prec.shape[0]
+    cdef Py_ssize_t j, l, m, g
+    cdef int n_flat = <int>(p - p_pen), ip = <int>max(p, 1), ipen = <int>p_pen, one = 1, info
+    cdef int n_bad = 0
+    cdef double *P
+    cdef double *w
+    cdef double *alpha
+    cdef double *xr
+    cdef double ss, rwr, sd, q2
+    cdef bint has_drop = drop_flat is not None
+    cdef const unsigned char[:, ::1] drops
+    if has_drop:
+        if drop_flat.shape[0] != t or drop_flat.shape[1] != p - p_pen:
+            raise ValueError("sample_coefficients: drop_flat must be (t, number of flat columns)")
+        drops = drop_flat
+    else:
+        drops = np.zeros((1, 1), dtype=np.uint8)
+    if gram.shape[2] != p or XtWy.shape[0] != p or z.shape[0] != p or coef.shape[0] != p:
+        raise ValueError("sample_coefficients: inconsistent number of coefficients")
+    if p_pen > p:
+        raise ValueError("sample_coefficients: more penalised than total coefficients")
+    with nogil, parallel():
+        P = <double *> malloc(p * p * sizeof(double))
+        w = <double *> malloc(p * sizeof(double))
+        alpha = <double *> malloc((n_flat + 1) * sizeof(double))
+        xr = <double *> malloc((p_pen + 1) * sizeof(double))
+        for j in prange(t, schedule="static"):
+            g = gram_index[j]
+            # P = gram + diag(prior), column-major view (symmetric, so identical)
+            memcpy(P, &gram[g, 0, 0], p * p * sizeof(double))
+            for l in range(p_pen):
+                P[l * p + l] = P[l * p + l] + prior_prec[l, j]
+            if has_drop:
+                for m in range(n_flat):
+                    if drops[j, m]:
+                        for l in range(p):
+                            P[(p_pen + m) * p + l] = 0.0
+                            P[l * p + p_pen + m] = 0.0
+                        P[(p_pen + m) * p + p_pen + m] = 1.0
+            info = chol_upper(P, ip, ip) if p > 0 else 0
+            if info != 0:
+                n_bad += 1
+                for l in range(p):
+                    coef[l, j] = 0.0
+                tau[j] = tau_old[j]
+                continue
+            # w = U^-T c
+            for l in range(p):
+                w[l] = XtWy[l, j]
+            if has_drop:
+                for m in range(n_flat):
+                    if drops[j, m]:
+                        w[p_pen + m] = 0.0
+            if p > 0:
+                solve_upper_t(P, ip, ip, w)
+            # (1a) alpha = U_aa^-1 (w_a + z_a / sqrt(tau_old))
+            sd = 1.0 / sqrt(tau_old[j])
+            for m in range(n_flat):
+                alpha[m] = w[p_pen + m] + z[p_pen + m, j] * sd
+            if n_flat > 0:
+                solve_upper(&P[p_pen * p + p_pen], n_flat, ip, alpha)
+            if has_drop:
+                for m in range(n_flat):
+                    if drops[j, m]:
+                        alpha[m] = 0.0
+            # (1b) SS = r'Wr - || U_bb^-T X_pen' W r ||^2 with r = y - X_flat alpha
+            rwr = yWy[j]
+            for m in range(n_flat):
+                rwr = rwr - 2.0 * alpha[m] * XtWy[p_pen + m, j]
+                for l in range(n_flat):
+                    rwr = rwr + alpha[m] * gram[g, p_pen + m, p_pen + l] * alpha[l]
+            for l in range(p_pen):
+                xr[l] = XtWy[l, j]
+                for m in range(n_flat):
+                    xr[l] = xr[l] - gram[g, l, p_pen + m] * alpha[m]
+            if p_pen > 0:
+                solve_upper_t(P, ipen, ip, xr)
+            q2 = 0.0
+            for l in range(p_pen):
+                q2 = q2 + xr[l] * xr[l]
+            ss = rwr - q2
+            if ss < 0.0:
+                ss = 0.0
+            tau[j] = gamma_draw[j] / (tau_rate[j] + 0.5 * ss)
+            # (1c) beta = U_bb^-1 (U_bb^-T X_pen' W r + z_b / sqrt(tau))
+            sd = 1.0 / sqrt(tau[j])
+            for l in range(p_pen):
+                xr[l] = xr[l] + z[l, j] * sd
+            if p_pen > 0:
+                solve_upper(P, ipen, ip, xr)
+            for l in range(p_pen):
+                coef[l, j] = xr[l]
+            for m in range(n_flat):
+                coef[p_pen + m, j] = alpha[m]
+        free(P)
+        free(w)
+        free(alpha)
+        free(xr)
+    return n_bad
