@@ -72,7 +72,7 @@ def test_memory_estimate_matches_recorded_bytes(tmp_path):
 
 
 def test_large_covariances_left_out_consistently(tmp_path, monkeypatch):
-    from pymegalmm import model as model_module
+    from pymegalmm.results import run_results as model_module
 
     monkeypatch.setattr(model_module, "DERIVED_MEMORY_LIMIT", 1000)  # bytes
     m = _model(tmp_path)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pymegalmm.missing as missing_mod
+import pymegalmm.observation.maps as missing_mod
 from pymegalmm.datasets import simulate_met, to_wide
 from pymegalmm.missing import (
     MissingDataMap,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pymegalmm import MegaLMM, datasets, store
+from pymegalmm import MegaLMM, datasets
+from pymegalmm.run import store
 from pymegalmm.store import PosteriorStore
 
 

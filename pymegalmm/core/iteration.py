@@ -1,0 +1,97 @@
+"""One Gibbs iteration of MegaLMM, as a short sequence of steps.
+
+The model (sampler's scale; ``Eta`` is the latent ``Y`` of the observation model)::
+
+    Eta = X1 B1 + F Lambda + Z U_R + E_R      (t independent LMMs given F, Lambda)
+    F   =              Z U_F + E_F            (k independent LMMs)
+
+Step numbers follow METHOD.md section 3; the conditionals are in ``docs/sampler.md``.
+Every random number of an iteration is drawn here, in a fixed order, by the
+chain's ``numpy.random.Generator``; kernels only consume them, so draws do not
+depend on the number of threads.  The loadings prior and the observation model
+are plug-ins (:mod:`pymegalmm.priors`, :mod:`pymegalmm.observation`): the
+iteration calls them and never asks what they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..linalg import standard_normal
+from .column_lmm import sample_column_lmm
+from .data import ModelData, Workspace
+from .factor_scores import sample_factor_scores, sample_factor_scores_by_pattern
+from .mean import EtaConditional, residual_proportion
+from .state import ChainState
+
+
+def gibbs_iteration(s: ChainState, d: ModelData, work: Workspace | None = None) -> None:
+    """Advance the chain ``s`` by one Gibbs iteration (in place).
+
+    Parameters
+    ----------
+    s : the chain's state.
+    d : the model's data.
+    work : the chain's work arrays (a fresh set when None).
+    """
+    try:
+        _iteration(s, d, Workspace() if work is None else work)
+    except FloatingPointError as exc:
+        raise FloatingPointError(f"iteration {s.nrun + 1}: {exc}") from exc
+
+
+def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
+    rng, k, n, pri = s.rng, d.n_factors, d.n, d.priors
+    lambda_prior = pri.Lambda_prior
+    F = None if d.single_group else d.factor_re.unrotate(s.QtF)
+
+    # Steps 1-2. Traits, group by group in the group's own rotated rows: loadings (under the
+    # loadings prior), fixed effects and tot_Eta_prec jointly given resid_h2, then resid_h2
+    # and U_R.  Keep Eta - X1 B1 - Z U_R for the factor scores.
+    prior_prec, prior_mean = lambda_prior.precision(s.lambda_prior), lambda_prior.mean(s.lambda_prior)
+    residuals = []
+    for gi, g in enumerate(d.groups):
+        every = g.cols.size == d.t  # one group with every trait: no gather/scatter copies
+        cols = slice(None) if every else g.cols
+        draw = sample_column_lmm(
+            g.re, s.QtEta[gi], s.resid_h2_index[cols], pri.tot_Y_var, d.log_prior_resid, rng,
+            work, X_pen=s.QtF if gi == 0 else g.re.rotate(F[g.rows]), X_flat=g.QtX1,
+            prior_prec=prior_prec[:, cols],
+            prior_mean=None if prior_mean is None else prior_mean[:, cols],
+            tau=s.tot_Eta_prec[cols], drop_flat=g.drop_fixed, residual=True,
+            effects_out=s.U_R if every else None, key=str(gi),
+        )
+        s.Lambda[:, cols], s.B1[:, cols] = draw.coef[:k], draw.coef[k:]
+        s.tot_Eta_prec[cols], s.resid_h2_index[cols] = draw.tau, draw.h2_index
+        if not every:
+            s.U_R[:, cols] = draw.effects
+        residuals.append(draw.residual)
+
+    # Steps 3-5. Factors: tot_F_prec given the previous F_h2, then F_h2 and U_F.
+    re_F = d.factor_re
+    draw = sample_column_lmm(re_F, s.QtF, s.F_h2_index, pri.tot_F_var, d.log_prior_factor,
+                             rng, work, key="F")
+    s.tot_F_prec, s.F_h2_index, s.U_F = draw.tau, draw.h2_index, draw.effects
+
+    # Step 6. Factor scores F, row by row, given Lambda, the traits' residual precisions
+    # and the factors' prior mean Z U_F.
+    resid_prec = s.tot_Eta_prec / residual_proportion(d.grid, s.resid_h2_index)
+    factor_prec = s.tot_F_prec / residual_proportion(d.grid, s.F_h2_index)
+    z = standard_normal(rng, n, k)
+    if d.single_group:  # rows are exchangeable: sample directly in rotated space
+        s.QtF = sample_factor_scores(residuals[0], s.Lambda, resid_prec,
+                                     re_F.genetic_values(s.U_F), factor_prec, z)
+        F = None
+    else:  # rows use different traits: sample in the original rows, by row pattern
+        F = sample_factor_scores_by_pattern(
+            d, residuals, s.Lambda, resid_prec, re_F.unrotate(re_F.genetic_values(s.U_F)),
+            factor_prec, z)
+        s.QtF = re_F.rotate(F)
+
+    # Step 7. The loadings prior's own parameters (ARD: local phi, then global deltas).
+    s.lambda_prior = lambda_prior.update(s.Lambda, s.tot_Eta_prec, s.lambda_prior, rng)
+
+    # Step 9. The latent Eta given this iteration's factor model (the observation model).
+    d.observation.sample_latent(s, d, EtaConditional(s, d, residuals=residuals, F=F), rng)
+
+    s.nrun += 1

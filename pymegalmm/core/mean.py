@@ -1,0 +1,74 @@
+"""The factor model's expected value of the latent ``Eta``, for every cell or per group block.
+
+This is the conditional the observation model draws ``Eta`` from
+(:mod:`pymegalmm.observation`): ``Eta ~ N(X1 B1 + F Lambda + Z U_R, diag(residual variance))``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..linalg import matmul
+from .data import ModelData
+from .state import ChainState
+
+
+def residual_proportion(grid: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``1 - sum_m h2_m`` for each column's grid point."""
+    return 1.0 - grid[:, index].sum(axis=0)
+
+
+def eta_mean(s: ChainState, d: ModelData) -> np.ndarray:
+    """Expected value of ``Eta`` for every cell: ``X1 B1 + F Lambda + Z U_R`` (scaled units).
+
+    Cells outside their group's rows (predicted only) get the same formula, with the
+    random effects mapped to all rows.
+    """
+    if d.single_group:
+        g = d.groups[0]  # rotated Z U_R + F Lambda + X1 B1, then back to the original rows
+        mean = matmul(s.QtF, s.Lambda, out=g.re.genetic_values(s.U_R), beta=1.0)
+        return g.re.unrotate(matmul(g.QtX1, s.B1, out=mean, beta=1.0))
+    F = d.factor_re.unrotate(s.QtF)
+    out = matmul(F, s.Lambda)
+    matmul(d.X1, s.B1, out=out, beta=1.0)
+    for g in d.groups:
+        if g.cols.size:
+            out[:, g.cols] += g.re.genetic_values_all_rows(np.asfortranarray(s.U_R[:, g.cols]))
+    return out
+
+
+class EtaConditional:
+    """``E[Eta]`` per group block and the residual variances, as the observation model needs.
+
+    Means are computed only for the blocks asked for.
+
+    Parameters
+    ----------
+    s, d : the chain's state and data.
+    mean : (n, t) expected value of every cell, or None to compute each block from
+        ``residuals`` (rotated ``Eta - X1 B1 - Z U_R`` per group, from the column-LMM
+        step) and the current factor scores (``F``, original rows, with several groups).
+        A block's mean must be asked for before the block of ``Eta`` is redrawn.
+    """
+
+    def __init__(self, s: ChainState, d: ModelData, mean: np.ndarray | None = None,
+                 residuals: list[np.ndarray] | None = None,
+                 F: np.ndarray | None = None) -> None:
+        self._s, self._d = s, d
+        self._mean, self._residuals, self._F = mean, residuals, F
+
+    def block_mean(self, gi: int) -> np.ndarray:
+        """``E[Eta]`` over group ``gi``'s block (``n_s x t_s``, original rows)."""
+        s, g = self._s, self._d.groups[gi]
+        if self._mean is not None:
+            return self._mean[g.block]
+        QtF = s.QtF if gi == 0 else g.re.rotate(self._F[g.rows])
+        # rotated X1 B1 + Z U_R = QtEta - residual; add the new F Lambda
+        mean = matmul(QtF, s.Lambda[:, g.cols], beta=1.0,
+                      source=np.asfortranarray(s.QtEta[gi] - self._residuals[gi]))
+        return g.re.unrotate(mean)
+
+    def residual_variance(self, traits: np.ndarray) -> np.ndarray:
+        """``(1 - sum h2) / tot_Eta_prec`` of each trait in ``traits``."""
+        s = self._s
+        return residual_proportion(self._d.grid, s.resid_h2_index[traits]) / s.tot_Eta_prec[traits]

@@ -1,0 +1,92 @@
+"""Assemble :class:`~pymegalmm.core.data.ModelData`: everything computed once per model.
+
+Specification in (design, data on the sampler's scale, trait groups, grid,
+priors), precomputes out: one random-effect back-end per trait group, rotated
+fixed-effect designs, identifiability flags, row patterns and grid priors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..design import Design
+from ..observation.base import LatentScale, ObservationModel
+from ..priors import Priors, h2_log_prior
+from .data import GroupData, ModelData, RowPatterns
+from .identifiability import unidentifiable_fixed_effects
+from .memory import check_precompute_memory, estimate_precompute_bytes
+from .random_effects import DenseRandomEffects, DiagonalRandomEffect, RandomEffectsBackend
+
+Groups = list[tuple[np.ndarray, np.ndarray]]
+
+
+def build_random_effects(design: Design, rows: np.ndarray, grid: np.ndarray
+                         ) -> RandomEffectsBackend:
+    """The back-end for ``rows``: diagonal with one random effect, dense with several."""
+    res = design.random
+    if len(res) == 1:
+        return DiagonalRandomEffect(res[0].ZL[rows], res[0].K_tilde, res[0].L, grid,
+                                    Z_all=res[0].ZL)
+    return DenseRandomEffects([r.ZL[rows] for r in res], [r.K_tilde for r in res],
+                              [r.L for r in res], grid, Z_all=[r.ZL for r in res])
+
+
+def group_bytes(design: Design, n_grid: int, n_rows: int) -> int:
+    """Bytes of the precomputes of one trait group with ``n_rows`` rows."""
+    r = sum(re.K_tilde.shape[0] for re in design.random)
+    return (estimate_precompute_bytes(n_rows, r, n_grid, len(design.random))
+            + 8 * design.n * r)
+
+
+def precompute_bytes(design: Design, n_grid: int, groups: Groups) -> int:
+    """Bytes of the precomputes of every trait group."""
+    return sum(group_bytes(design, n_grid, rows.size) for rows, _ in groups)
+
+
+def check_memory(design: Design, n_grid: int, groups: Groups, limit_gb: float,
+                 h2_divisions: object) -> str:
+    """Raise ``MemoryError`` above ``limit_gb``; return a one-line report of the size."""
+    r = sum(re.K_tilde.shape[0] for re in design.random)
+    gb = check_precompute_memory(
+        precompute_bytes(design, n_grid, groups), limit_gb,
+        f"{len(groups)} trait group(s), {n_grid} grid points, n = {design.n}, "
+        f"{r} random-effect levels",
+        f"reduce h2_divisions (now {h2_divisions}, {n_grid} grid points), use a "
+        "missing-data map with fewer groups",
+    )
+    return (f"pymegalmm: precomputed factors need about {gb:.2f} GB "
+            f"({len(groups)} trait group(s), {n_grid} grid points, "
+            f"n = {design.n}, {r} random-effect levels)")
+
+
+def build_model_data(design: Design, latent: LatentScale, observation: ObservationModel,
+                     groups: Groups, grid: np.ndarray, priors: Priors, n_factors: int
+                     ) -> ModelData:
+    """Precompute everything the chains need for the given trait groups."""
+    observed = latent.observed
+    X1 = design.X1
+    drop = unidentifiable_fixed_effects(X1, observed)
+    n, t = latent.Y.shape
+    used = np.zeros((n, t), dtype=bool)
+    group_data = []
+    for rows, cols in groups:
+        re = build_random_effects(design, rows, grid)
+        block_missing = ~observed[np.ix_(rows, cols)]
+        group_data.append(GroupData(
+            rows=rows, cols=cols, re=re, QtX1=np.ascontiguousarray(re.rotate(X1[rows])),
+            drop_fixed=np.ascontiguousarray(drop[cols]),
+            imputed=np.nonzero(block_missing),
+        ))
+        used[np.ix_(rows, cols)] = True
+    return ModelData(
+        Y=latent.Y,
+        X1=np.ascontiguousarray(X1),
+        groups=group_data,
+        row_patterns=RowPatterns.from_mask(used),
+        grid=grid,
+        log_prior_resid=h2_log_prior(priors.h2_prior_resids, grid, "h2_prior_resids"),
+        log_prior_factor=h2_log_prior(priors.h2_prior_factors, grid, "h2_prior_factors"),
+        priors=priors,
+        n_factors=int(n_factors),
+        observation=observation,
+    )

@@ -1,0 +1,7 @@
+"""Random-effect back-ends behind one protocol (:class:`RandomEffectsBackend`)."""
+
+from .base import GramStats, RandomEffectsBackend
+from .dense import DenseRandomEffects
+from .diagonal import DiagonalRandomEffect
+
+__all__ = ["DenseRandomEffects", "DiagonalRandomEffect", "GramStats", "RandomEffectsBackend"]

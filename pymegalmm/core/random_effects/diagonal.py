@@ -1,0 +1,170 @@
+"""One random effect: rows rotated so that ``h Z K Z' + (1 - h) I`` is diagonal for every h.
+
+The rows are rotated by ``Qt``, the eigenvectors of ``Z K Z'``.  The random effect
+itself is sampled in the basis ``S`` that simultaneously diagonalises ``K`` and
+``Z'Z`` (``S S' = K``, ``S' Z'Z S = diag(d)``): then ``Z S`` has orthogonal
+columns, which are the first columns of ``Q``, so every full conditional is
+elementwise in rotated space and needs no ``n x n`` work per iteration.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from ..._config import kernels_module
+from ...linalg import matmul
+from .base import GramStats, _as_dense
+
+
+class DiagonalRandomEffect:
+    """One random effect: rotation to diagonal covariance, elementwise updates.
+
+    Parameters
+    ----------
+    ZL : (n, r) array or sparse matrix
+        Design of the random effect after the rank handling of K (``Z L``).
+    K_tilde : (r, r) array
+        Covariance of the ``r`` coefficients (positive definite).
+    L : (r_levels, r) array
+        Map from coefficients back to the levels of K.
+    grid : (1, G) array
+        The h2 grid.
+    eig_tol : float
+        Relative tolerance below which an eigenvalue of ``S'Z'ZS`` counts as 0.
+    Z_all : (N, r) array or sparse matrix, optional
+        The design over all rows of the data when ``ZL`` holds a subset of them
+        (a trait group of a missing-data map); default ``ZL``.  Used to predict
+        cells outside the group's rows.
+    """
+
+    n_effects = 1
+
+    def __init__(
+        self,
+        ZL: np.ndarray | sp.spmatrix,
+        K_tilde: np.ndarray,
+        L: np.ndarray,
+        grid: np.ndarray,
+        eig_tol: float = 1e-10,
+        Z_all: np.ndarray | sp.spmatrix | None = None,
+    ) -> None:
+        Z = _as_dense(ZL)
+        n, r = Z.shape
+        # K_tilde = T T' with T = U diag(sqrt(lambda)); S = T O where O diagonalises T'Z'ZT
+        lam, U = sla.eigh(K_tilde)
+        if lam.min() <= 0:
+            raise ValueError(
+                "the covariance of the random effect is not positive definite after "
+                "rank handling; increase K_eigen_tol"
+            )
+        T = U * np.sqrt(lam)
+        ZT = Z @ T
+        d, O = sla.eigh(ZT.T @ ZT)
+        order = np.argsort(-d, kind="stable")
+        d, O = d[order], O[:, order]
+        d[d < eig_tol * max(d.max(), 1.0)] = 0.0
+        S = T @ O
+        n_pos = int(np.count_nonzero(d))
+        ZS = Z @ S[:, :n_pos]
+        Q_obs = ZS / np.sqrt(d[:n_pos])
+        # Orthonormal completion: rotated rows with no random-effect signal.
+        if n_pos < n:
+            Q_rest = sla.null_space(Q_obs.T) if n_pos > 0 else np.eye(n)
+            Q = np.hstack([Q_obs, Q_rest])
+        else:
+            Q = Q_obs
+        self.n, self.r = n, r
+        self.Q = np.asfortranarray(Q)  # columns = rotated coordinates
+        self.Qt = np.asfortranarray(Q.T)
+        self.d_coef = np.ascontiguousarray(d)  # (r,) d' of each coefficient
+        self.d_rows = np.zeros(n)  # (n,) eigenvalue of ZKZ' per rotated row
+        self.d_rows[:n_pos] = d[:n_pos]
+        self.n_pos = n_pos
+        self.to_levels_matrix = np.ascontiguousarray(_as_dense(L) @ S)  # (r_levels, r)
+        self.Z_all = np.asfortranarray(_as_dense(Z if Z_all is None else Z_all) @ S)  # (N, r)
+        self.grid = grid
+        h = grid[0]
+        denom = h[:, None] * self.d_rows[None, :] + (1.0 - h)[:, None]  # (G, n)
+        self.W = np.ascontiguousarray(1.0 / denom)
+        self.W_T = np.ascontiguousarray(self.W.T)  # (n, G)
+        self.log_det = np.ascontiguousarray(np.log(denom).sum(axis=1))
+
+    @property
+    def n_coef(self) -> int:
+        """Number of random-effect coefficients per column."""
+        return self.r
+
+
+    def rotate(self, A: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``Qt @ A``, Fortran-ordered."""
+        return matmul(self.Qt, A, out)
+
+    def unrotate(self, A: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``Q @ A``, Fortran-ordered."""
+        return matmul(self.Q, A, out)
+
+    def gram_stats(self, X: np.ndarray, Y: np.ndarray, grid_index: np.ndarray) -> GramStats:
+        """Weighted Gram matrices and cross-products for step 1 (rotated ``X``, ``Y``)."""
+        K = kernels_module()
+        used, gram_index = np.unique(grid_index, return_inverse=True)
+        n, p = X.shape
+        outer = (X[:, :, None] * X[:, None, :]).reshape(n, p * p)
+        gram = np.ascontiguousarray((self.W[used] @ outer).reshape(len(used), p, p))
+        XtWy = np.empty((p, Y.shape[1]), order="F")
+        yWy = np.empty(Y.shape[1])
+        K.weighted_cross_products(
+            np.ascontiguousarray(X), Y, self.W, np.ascontiguousarray(grid_index, dtype=np.intp),
+            XtWy, yWy,
+        )
+        return GramStats(gram, gram_index.astype(np.intp), XtWy, yWy)
+
+    def grid_quadratic_forms(self, E: np.ndarray) -> np.ndarray:
+        """``SS[j, g] = E_j' V_g^-1 E_j`` for all columns and grid points, ``(t, G)``."""
+        out = np.empty((E.shape[1], self.W.shape[0]))
+        kernels_module().grid_sums_of_squares(np.asfortranarray(E), self.W_T, out)
+        return out
+
+    def sample_effects(
+        self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Draw the coefficients ``v`` (``r x c``) given rotated residuals ``E``.
+
+        ``out`` is an optional Fortran-ordered output buffer.
+        """
+        h = np.ascontiguousarray(self.grid[0, grid_index])
+        v = np.empty((self.r, E.shape[1]), order="F") if out is None else out
+        kernels_module().sample_diagonal_effects(E, self.d_coef, h, tau, z, v)
+        return v
+
+    def sample_effects_and_residual(
+        self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray,
+        base: np.ndarray, out: np.ndarray | None = None, resid_out: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`sample_effects`, also returning ``base - Z v`` (rotated, ``n x c``).
+
+        The kernel writes the residual as it draws each column (no second pass).
+        """
+        h = np.ascontiguousarray(self.grid[0, grid_index])
+        v = np.empty((self.r, E.shape[1]), order="F") if out is None else out
+        resid = np.empty_like(E, order="F") if resid_out is None else resid_out
+        kernels_module().sample_diagonal_effects(E, self.d_coef, h, tau, z, v,
+                                                 np.asfortranarray(base), resid)
+        return v, resid
+
+    def genetic_values(self, v: np.ndarray) -> np.ndarray:
+        """Rotated genetic values ``Qt Z u`` for coefficients ``v`` (``n x t``)."""
+        out = np.zeros((self.n, v.shape[1]), order="F")
+        k = self.n_pos
+        out[:k] = np.sqrt(self.d_coef[:k])[:, None] * v[:k]
+        return out
+
+    def to_levels(self, v: np.ndarray) -> np.ndarray:
+        """Random effects per level of K (original basis) from coefficients ``v``."""
+        return self.to_levels_matrix @ v
+
+    def genetic_values_all_rows(self, v: np.ndarray) -> np.ndarray:
+        """``Z u`` over all rows of the data (not rotated), ``(N, t)``."""
+        return matmul(self.Z_all, v)

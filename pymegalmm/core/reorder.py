@@ -1,0 +1,64 @@
+"""Dropping redundant factors and sorting factors by size (R MegaLMM's ``reorder_factors``).
+
+METHOD.md section 6.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data import ModelData
+from .state import ChainState
+
+
+def _correlated_columns(A: np.ndarray, threshold: float) -> np.ndarray:
+    """Columns to drop so that no remaining pair has ``|cor| > threshold`` (first one kept)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        C = np.abs(np.nan_to_num(np.corrcoef(A, rowvar=False)))
+    C = np.triu(np.atleast_2d(C), k=1)
+    drop = np.zeros(A.shape[1], dtype=bool)
+    for i in range(A.shape[1] - 1):
+        J = C[i] > threshold
+        drop |= J
+        C[:, J] = 0.0
+    return drop
+
+
+def reorder_factors(s: ChainState, d: ModelData, drop_cor_threshold: float = 0.6) -> np.ndarray:
+    """Zero redundant factors and sort the factors by decreasing size (in place).
+
+    1. Factors whose scores correlate above ``drop_cor_threshold`` with an earlier
+       factor get their scores set to 0; then the same with the factors' genetic
+       values ``Z U_F``.
+    2. Factors are sorted by ``sum_j Lambda_kj^2 * mean_i F_ik^2`` (decreasing), so
+       zeroed factors go last, and every factor-indexed parameter is permuted with
+       them (including ``F_h2_index`` and the loadings prior's factor-indexed state,
+       which R MegaLMM 0.9.5 leaves unpermuted, METHOD.md Q6).
+    3. The loadings prior re-tunes its state
+       (:meth:`~pymegalmm.priors.LambdaPrior.refresh`; ARD: ``delta_1`` reset to 1,
+       then 10 updates).
+
+    Returns
+    -------
+    numpy.ndarray
+        The permutation applied (new position -> old factor index).
+    """
+    re_F = d.factor_re
+    F = re_F.unrotate(s.QtF)
+    zero = _correlated_columns(F, drop_cor_threshold)
+    s.QtF[:, zero] = 0.0
+    genetic_F = re_F.unrotate(re_F.genetic_values(s.U_F))
+    zero_g = _correlated_columns(np.where(zero, 0.0, genetic_F), drop_cor_threshold)
+    s.QtF[:, zero_g] = 0.0
+    F = re_F.unrotate(s.QtF)
+    size = np.square(s.Lambda).sum(axis=1) * np.square(F).mean(axis=0)
+    order = np.argsort(-size, kind="stable")
+    s.Lambda = np.asfortranarray(s.Lambda[order])
+    s.QtF = np.asfortranarray(s.QtF[:, order])
+    s.U_F = np.asfortranarray(s.U_F[:, order])
+    s.tot_F_prec = s.tot_F_prec[order].copy()
+    s.F_h2_index = s.F_h2_index[order].copy()
+    prior = d.priors.Lambda_prior
+    state = prior.permute(s.lambda_prior, order)
+    s.lambda_prior = prior.refresh(s.Lambda, s.tot_Eta_prec, state, s.rng)
+    return order

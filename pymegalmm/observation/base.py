@@ -1,0 +1,74 @@
+"""The observation-model protocol: how the data ``Y`` are seen through the latent ``Eta``.
+
+MegaLMM's factor model describes a latent ``n x t`` matrix ``Eta``; an
+observation model says how the data ``Y`` relate to it.  It owns, in this order
+of the data flow:
+
+1. ``prepare``: the data on the sampler's scale (centring and scaling per trait,
+   the mask of observed cells; weights or trial counts for other models);
+2. ``trait_groups``: the trait groups whose rows get their own precomputed
+   rotation (a missing-data map for Gaussian data);
+3. ``sample_latent``: the draw of ``Eta`` given the factor model's mean and
+   residual variances (an :class:`~pymegalmm.core.mean.EtaConditional`), at
+   initialisation and at the end of every iteration.
+
+The iteration never branches on the observation model's type.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..core.data import ModelData
+    from ..core.mean import EtaConditional
+    from ..core.state import ChainState
+
+
+@dataclass(frozen=True, eq=False)
+class LatentScale:
+    """The data on the sampler's scale and the map back to the user's scale.
+
+    Attributes
+    ----------
+    Y : (n, t) data on the sampler's scale, NaN where not observed (Fortran-ordered).
+    center, scale : (t,) user's value = sampler's value * scale + center.
+    """
+
+    Y: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+
+    @property
+    def observed(self) -> np.ndarray:
+        """``(n, t)`` bool, True where a cell is observed."""
+        return ~np.isnan(self.Y)
+
+
+class ObservationModel(ABC):
+    """Base class of the observation models (see the module docstring)."""
+
+    @abstractmethod
+    def prepare(self, Y: np.ndarray, traits: list[str], scale: bool) -> LatentScale:
+        """The data on the sampler's scale.
+
+        Parameters
+        ----------
+        Y : (n, t) data, NaN = missing.
+        traits : trait names, for error messages.
+        scale : whether to centre and scale each trait (``Control.scale_Y``).
+        """
+
+    def trait_groups(self, observed: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Row and column indices of each trait group; default one group of everything."""
+        n, t = observed.shape
+        return [(np.arange(n), np.arange(t))]
+
+    @abstractmethod
+    def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
+                      rng: np.random.Generator) -> None:
+        """Draw ``Eta`` (and its rotated blocks ``s.QtEta``) given the factor model, in place."""

@@ -1,0 +1,71 @@
+"""Gaussian observations with missing cells: today's (and R MegaLMM's) default.
+
+Observed cells are ``Eta`` itself; missing cells inside a trait group's block are
+drawn every iteration from the factor model (imputed), and missing cells outside
+every block are only predicted (a missing-data map, :mod:`pymegalmm.observation.maps`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .base import LatentScale, ObservationModel
+from .maps import MissingDataMap
+
+if TYPE_CHECKING:
+    from ..core.data import ModelData
+    from ..core.mean import EtaConditional
+    from ..core.state import ChainState
+
+
+@dataclass(frozen=True)
+class GaussianMissing(ObservationModel):
+    """``Y = Eta`` where observed; missing cells imputed, or only predicted under a map.
+
+    Parameters
+    ----------
+    missing_data_map : MissingDataMap, optional
+        Trait groups; default one group (every missing cell imputed).
+    """
+
+    missing_data_map: MissingDataMap | None = None
+
+    def prepare(self, Y: np.ndarray, traits: list[str], scale: bool) -> LatentScale:
+        """Centre and scale each trait by its observed mean and SD (``scale``), else as is."""
+        if scale:
+            center = np.nanmean(Y, axis=0)
+            n_obs = np.sum(~np.isnan(Y), axis=0)
+            sd = np.nanstd(Y, axis=0, ddof=1)
+            bad = [str(traits[j]) for j in np.flatnonzero((n_obs < 2) | ~(sd > 0))]
+            if bad:
+                raise ValueError(
+                    f"trait(s) {bad[:10]} have fewer than 2 observations or no variation; "
+                    "remove them or set scale_Y=False"
+                )
+        else:
+            center, sd = np.zeros(Y.shape[1]), np.ones(Y.shape[1])
+        return LatentScale(np.asfortranarray((Y - center) / sd), center, sd)
+
+    def trait_groups(self, observed: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The map's groups (validated against ``observed``), or one group of everything."""
+        if self.missing_data_map is None:
+            return super().trait_groups(observed)
+        self.missing_data_map.validate(observed)
+        return [(np.asarray(g.rows, dtype=np.intp), np.asarray(g.cols, dtype=np.intp))
+                for g in self.missing_data_map.groups]
+
+    def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
+                      rng: np.random.Generator) -> None:
+        """Redraw the missing cells of every block as ``mean + N(0, (1 - sum h2)/tau)``."""
+        for gi, g in enumerate(d.groups):
+            rows, cols = g.imputed
+            if not rows.size:
+                continue
+            mean = conditional.block_mean(gi)
+            tr = g.cols[cols]
+            sd = np.sqrt(conditional.residual_variance(tr))
+            s.Eta[g.rows[rows], tr] = mean[rows, cols] + sd * rng.standard_normal(rows.size)
+            g.re.rotate(s.Eta[g.block], out=s.QtEta[gi])

@@ -1,0 +1,24 @@
+"""Priors: total precisions, the h2 grid, and the loadings prior (a plug-in).
+
+==================  ============================================================
+module              what it holds
+==================  ============================================================
+``variance``        :class:`VariancePrior` (R's ``list(V, nu)``), :class:`GammaPrior`
+``h2``              prior weights of the discrete h2 grid
+``base``            :class:`LambdaPrior`, the protocol every loadings prior follows
+``ard``             :class:`ARDPrior`, the multiplicative gamma process (default)
+``container``       :class:`Priors`, all priors of a model
+==================  ============================================================
+"""
+
+from .ard import ARDPrior
+from .base import LambdaPrior, PriorState
+from .container import Priors
+from .h2 import H2Prior, h2_log_prior
+from .variance import GammaPrior, VariancePrior
+
+#: Former name of :data:`H2Prior`.
+H2PriorSpec = H2Prior
+
+__all__ = ["ARDPrior", "GammaPrior", "H2Prior", "LambdaPrior", "PriorState", "Priors",
+           "VariancePrior", "h2_log_prior"]

@@ -1,0 +1,99 @@
+"""The loadings-prior protocol: what a prior on ``Lambda`` owns and does.
+
+A loadings prior is one class (a frozen dataclass: its parameters, with a
+readable repr) that the sampler drives through the methods below and never
+inspects otherwise; the iteration (:mod:`pymegalmm.core.iteration`) reads the
+same whatever the prior.  Its *state* (the arrays it updates every iteration,
+e.g. ARD's local and global precisions) is a ``dict`` of arrays kept in the
+chain's state next to the model's parameters; ``state_dims`` names their dims
+(``"factor"``, ``"trait"``), so that the state can be saved, permuted when the
+factors are reordered, and recorded in the labelled posterior.
+
+The loadings step (step 1 of the iteration) draws each trait's column of
+``Lambda`` from its Gaussian full conditional given the prior's conditional
+prior ``lambda_j ~ N(mean_j, (tot_Eta_prec_j * precision_j)^-1)``, jointly with
+the fixed effects and the trait's total precision.
+
+Writing a prior
+---------------
+Subclass :class:`LambdaPrior`, declare ``state_dims`` and implement
+:meth:`~LambdaPrior.initialize`, :meth:`~LambdaPrior.precision` and
+:meth:`~LambdaPrior.update`; override :meth:`~LambdaPrior.mean` for a non-zero
+prior mean and :meth:`~LambdaPrior.refresh` to re-tune the state after factors
+are reordered.  Every random number must come from the ``rng`` passed in, so that
+chains stay reproducible.  ``docs/architecture.md`` has a complete example.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+
+#: State of a loadings prior: named arrays (Fortran-ordered when 2-D).
+PriorState = dict[str, np.ndarray]
+
+
+class LambdaPrior(ABC):
+    """Base class of the priors on the factor loadings ``Lambda`` (``k x t``).
+
+    Class attributes
+    ----------------
+    state_dims : mapping of str -> tuple of str
+        Name and dims of every state array; dims among ``"factor"`` and
+        ``"trait"`` (in that order of axes when both).
+    recorded : mapping of str -> str
+        State arrays that can be recorded per draw (scale-free quantities), with
+        their descriptions for the posterior.
+    """
+
+    state_dims: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    recorded: ClassVar[Mapping[str, str]] = {}
+
+    @abstractmethod
+    def initialize(self, Lambda: np.ndarray, tot_prec: np.ndarray,
+                   rng: np.random.Generator) -> PriorState:
+        """Starting state, given the starting loadings and trait precisions.
+
+        Parameters
+        ----------
+        Lambda : (k, t) starting loadings.
+        tot_prec : (t,) starting total precision of each trait's residual model.
+        rng : the chain's generator.
+        """
+
+    @abstractmethod
+    def precision(self, state: PriorState) -> np.ndarray:
+        """``(k, t)`` prior precision of each loading, relative to the trait's ``tot_Eta_prec``."""
+
+    def mean(self, state: PriorState) -> np.ndarray | None:
+        """``(k, t)`` prior mean of the loadings, or None for zero (the default)."""
+        return None
+
+    @abstractmethod
+    def update(self, Lambda: np.ndarray, tot_prec: np.ndarray, state: PriorState,
+               rng: np.random.Generator) -> PriorState:
+        """Draw the prior's state given the current loadings (step 7); return the new state."""
+
+    def permute(self, state: PriorState, order: np.ndarray) -> PriorState:
+        """The state with factors in the new ``order`` (new position -> old factor).
+
+        The default permutes every array along its ``"factor"`` axis.
+        """
+        out = {}
+        for name, value in state.items():
+            dims = self.state_dims[name]
+            out[name] = (np.asfortranarray(np.take(value, order, axis=dims.index("factor")))
+                         if "factor" in dims else value.copy())
+        return out
+
+    def refresh(self, Lambda: np.ndarray, tot_prec: np.ndarray, state: PriorState,
+                rng: np.random.Generator) -> PriorState:
+        """Re-tune the state after factors were dropped and reordered (default: one update)."""
+        return self.update(Lambda, tot_prec, state, rng)
+
+    def record(self, state: PriorState) -> dict[str, np.ndarray]:
+        """Copies of the recordable state arrays (see ``recorded``)."""
+        return {name: state[name].copy() for name in self.recorded}

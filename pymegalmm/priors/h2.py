@@ -1,0 +1,45 @@
+"""Prior weights of the discrete h2 grid (``h2_prior_resids`` / ``h2_prior_factors``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+#: A prior over the grid: None (flat), a callable of the ``(m, G)`` grid, or ``G`` weights.
+H2Prior = Callable[[np.ndarray], np.ndarray] | np.ndarray | None
+
+
+def h2_log_prior(prior: H2Prior, grid: np.ndarray, what: str) -> np.ndarray:
+    """Normalised log prior weights of the grid points.
+
+    Parameters
+    ----------
+    prior : callable, array or None
+        ``None`` is the flat prior.  A callable receives the ``(m, G)`` grid and
+        returns ``G`` non-negative weights; an array gives the weights directly.
+    grid : numpy.ndarray
+        ``(m, G)`` grid from :func:`make_h2_grid`.
+    what : str
+        Name used in error messages ("h2_prior_resids" or "h2_prior_factors").
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(G,)`` log weights summing (after exp) to one; ``-inf`` where the weight is 0.
+    """
+    n_grid = grid.shape[1]
+    if prior is None:
+        weights = np.ones(n_grid)
+    elif callable(prior):
+        weights = np.asarray(prior(grid), dtype=float).reshape(-1)
+    else:
+        weights = np.asarray(prior, dtype=float).reshape(-1)
+    if weights.shape != (n_grid,):
+        raise ValueError(
+            f"{what} must give one weight per grid point ({n_grid}), got {weights.shape}"
+        )
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(f"{what} weights must be finite, non-negative and not all zero")
+    with np.errstate(divide="ignore"):
+        return np.log(weights / weights.sum())

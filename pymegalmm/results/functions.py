@@ -1,0 +1,22 @@
+"""User functions evaluated on every recorded draw (R MegaLMM's ``posterior_FUN``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import xarray as xr
+
+
+def evaluate_function(
+    fn: Callable[[xr.Dataset], xr.DataArray | np.ndarray | float], draw: xr.Dataset, name: str
+) -> xr.DataArray:
+    """Evaluate a user function on one draw and return it as a DataArray."""
+    value = fn(draw)
+    if isinstance(value, xr.DataArray):
+        return value.drop_vars([c for c in ("chain", "draw") if c in value.coords])
+    value = np.asarray(value, dtype=float)
+    if value.ndim:
+        dims = tuple(f"{name}_dim_{i}" for i in range(value.ndim))
+        return xr.DataArray(value, dims=dims)
+    return xr.DataArray(value)

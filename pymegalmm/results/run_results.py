@@ -1,0 +1,155 @@
+"""A run's results: the labelled posterior, posterior means, predictions, genetic values.
+
+Reads the chains' in-memory draws and the run's on-disk store; never runs the sampler.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..run.chain import Chain
+from ..run.store import PosteriorStore
+from .dataset import draws_to_dataset
+from .derived import add_derived
+from .schema import Coordinates
+from .summaries import posterior_function
+
+#: Above this size (bytes) per posterior variable, G and R are not added to ``posterior``.
+DERIVED_MEMORY_LIMIT = 2**30
+
+
+class RunResults:
+    """Results of the chains of one model (see :class:`pymegalmm.MegaLMM` for each method).
+
+    Parameters
+    ----------
+    chains : the model's chains.
+    store : the run's on-disk store.
+    coords : names of the dims.
+    dims, descriptions : of the recordable parameters.
+    """
+
+    def __init__(self, chains: list[Chain], store: PosteriorStore, coords: Coordinates,
+                 dims: Mapping[str, tuple[str, ...]], descriptions: Mapping[str, str]) -> None:
+        self.chains, self.store, self.coords = chains, store, coords
+        self.dims, self.descriptions = dims, descriptions
+        self._warned_covariances = False
+
+    @property
+    def n_draws(self) -> int:
+        """Recorded draws per chain, in memory."""
+        return len(self.chains[0].recorder.draws)
+
+    def covariances_fit(self, n_draws: int) -> bool:
+        """Whether G and R for ``n_draws`` draws per chain stay within DERIVED_MEMORY_LIMIT."""
+        t, m = len(self.coords.trait), len(self.coords.component)
+        return len(self.chains) * n_draws * m * t * t * 8 <= DERIVED_MEMORY_LIMIT
+
+    def posterior(self) -> xr.Dataset:
+        """Draws in memory plus ``U``, ``h2`` (and ``G``, ``R`` when small enough)."""
+        ds = draws_to_dataset([c.recorder.draws for c in self.chains], self.coords,
+                              self.dims, self.descriptions)
+        fit = self.covariances_fit(self.n_draws)
+        if not fit and not self._warned_covariances:
+            self._warned_covariances = True  # once per model, not at every chunk
+            warnings.warn(
+                "G and R would take more than 1 GiB; not added to posterior (use "
+                "pymegalmm.posterior.add_derived on a selection of traits)",
+                stacklevel=3,
+            )
+        return add_derived(ds, ["U", "h2"] + (["G", "R"] if fit else []))
+
+    def memory_means(self) -> xr.Dataset:
+        """Posterior means of the draws in memory."""
+        draws = [c.recorder.draws for c in self.chains]
+        total = sum(s.n_means for s in draws)
+        mean = sum(s.mean_sums["Eta_mean"] for s in draws) / total
+        da = xr.DataArray(mean, dims=("row", "trait"),
+                          coords={"row": self.coords.row, "trait": self.coords.trait},
+                          attrs={"description": self.descriptions["Eta_mean"]})
+        return xr.Dataset({"Eta_mean": da})
+
+    def n_means_in_memory(self) -> int:
+        """Draws summed in the in-memory means (all chains)."""
+        return sum(c.recorder.draws.n_means for c in self.chains)
+
+    def posterior_means(self) -> xr.Dataset:
+        """Means over every recorded draw of every chain, in memory and on disk."""
+        n_mem = self.n_means_in_memory()
+        n_disk = self.store.n_draws * len(self.chains)
+        if n_mem + n_disk == 0:
+            raise RuntimeError("no draws recorded yet: call sample() past burn-in first")
+        if n_disk == 0:
+            return self.memory_means()
+        disk = self.store.load_means()
+        if n_mem == 0:
+            return disk
+        with xr.set_options(keep_attrs=True):
+            return (disk * n_disk + self.memory_means() * n_mem) / (n_disk + n_mem)
+
+    def reload_posterior(self) -> xr.Dataset:
+        """Saved chunks and draws in memory, in one Dataset read into memory."""
+        parts = []
+        if self.store.n_draws:
+            parts.append(self.store.load(lazy=False))
+        if self.n_draws:
+            parts.append(self.posterior())
+        if not parts:
+            raise RuntimeError("no draws recorded yet: call sample() past burn-in first")
+        ds = xr.concat(parts, dim="draw", data_vars="all", coords="minimal",
+                       compat="override", join="override") if len(parts) > 1 else parts[0]
+        return ds.assign_coords(draw=np.arange(ds.sizes["draw"]))
+
+    def posterior_function(self, fn: Callable[[xr.Dataset], Any]) -> xr.DataArray:
+        """``fn`` evaluated on every draw of the run."""
+        return posterior_function(self.reload_posterior(), fn)
+
+    def genetic_values(self) -> pd.DataFrame:
+        """Posterior mean of ``U`` over every draw of the run, levels x traits."""
+        if self.store.n_draws:
+            parts = [self.store.load(["U"])["U"]]
+            if self.n_draws:
+                parts.append(self.posterior()["U"])
+            total = sum(p.sizes["draw"] for p in parts)
+            mean = sum(p.sum("draw") for p in parts) / total
+            return mean.mean("chain").compute().to_pandas()
+        return self.posterior()["U"].mean(("chain", "draw")).to_pandas()
+
+    def save_chunk(self) -> int:
+        """Append the draws in memory to the store, then free them; draws per chain written."""
+        n = self.n_draws
+        if n == 0:
+            return 0
+        self.store.append(self.posterior())
+        count = self.n_means_in_memory()
+        self.store.append_means(self.memory_means() * count, count)
+        self.clear(disk=False)
+        return n
+
+    def clear(self, disk: bool = True) -> None:
+        """Forget the draws in memory (and on disk)."""
+        for c in self.chains:
+            c.recorder.draws.clear()
+        if disk:
+            self.store.clear()
+
+    def estimate_memory(self, n_iter: int, record: Iterable[str]) -> int:
+        """Bytes of the draws the next ``n_iter`` iterations will record in memory."""
+        sizes = {"trait": len(self.coords.trait), "factor": len(self.coords.factor),
+                 "fixed": len(self.coords.fixed), "level": len(self.coords.level),
+                 "component": len(self.coords.component), "row": len(self.coords.row)}
+        sizes["trait2"] = sizes["trait"]
+        chain = self.chains[0]
+        recorded = chain.recorder.n_recorded(chain.nrun, n_iter)
+        dims = {name: self.dims[name] for name in record}
+        dims.update({"U": ("level", "trait"), "h2": ("component", "trait")})
+        if self.covariances_fit(self.n_draws + recorded):
+            dims.update({"G": ("component", "trait", "trait2"), "R": ("trait", "trait2")})
+        per_draw = sum(8 * int(np.prod([sizes[d] for d in ds])) for ds in dims.values())
+        return per_draw * recorded * len(self.chains)

@@ -1,0 +1,75 @@
+"""From a chain's state (sampler's scale) to the parameters users see (user's scale).
+
+Conventions of R MegaLMM's ``save_posterior_sample`` (METHOD.md section 5): every
+quantity on the scale of ``Y``, factors of unit variance, the trait mean in the
+intercept of ``B1``, random effects per level of K.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.data import ModelData
+from ..core.mean import eta_mean
+from ..core.state import ChainState
+from ..observation.base import LatentScale
+
+
+def intercept_combination(X1: np.ndarray) -> np.ndarray | None:
+    """Coefficients ``c`` with ``X1 c = 1`` on every row (the intercept), or None."""
+    if not X1.shape[1]:
+        return None
+    c, *_ = np.linalg.lstsq(X1, np.ones(X1.shape[0]), rcond=None)
+    c[np.abs(c) < 1e-10] = 0.0
+    return c if np.allclose(X1 @ c, 1.0, atol=1e-8) else None
+
+
+class UserScale:
+    """Map a state to its parameters on the user's scale.
+
+    Parameters
+    ----------
+    latent : the data's scaling (``user = sampler * scale + center``).
+    X1 : (n, b1) fixed-effect design (where the trait mean goes).
+    """
+
+    def __init__(self, latent: LatentScale, X1: np.ndarray) -> None:
+        self.center, self.scale = latent.center, latent.scale
+        self.mean_in_B1 = intercept_combination(X1)
+
+    def parameters(self, s: ChainState, d: ModelData) -> dict[str, np.ndarray]:
+        """All parameters of ``s``, including the loadings prior's recorded state."""
+        sd, grid = self.scale, d.grid
+        re = d.factor_re
+        f_sd = np.sqrt(s.tot_F_prec)
+        B1 = s.B1 * sd
+        if self.mean_in_B1 is not None:
+            B1 = B1 + np.outer(self.mean_in_B1, self.center)
+            B1[d.drop_fixed.T.astype(bool)] = 0.0  # not identifiable: fixed at 0
+        return {
+            "Lambda": s.Lambda / f_sd[:, None] * sd,
+            "F": re.unrotate(s.QtF) * f_sd,
+            "U_F": re.to_levels(s.U_F) * f_sd,
+            "U_R": self.residual_effects_levels(s, d) * sd,
+            "B1": B1,
+            "F_h2": grid[:, s.F_h2_index],
+            "resid_h2": grid[:, s.resid_h2_index],
+            "tot_Eta_prec": s.tot_Eta_prec / sd**2,
+            "tot_F_prec": s.tot_F_prec.copy(),
+            **d.priors.Lambda_prior.record(s.lambda_prior),
+        }
+
+    def expected_Y(self, s: ChainState, d: ModelData) -> np.ndarray:
+        """``E[Y]`` of every cell on the user's scale."""
+        return eta_mean(s, d) * self.scale + self.center
+
+    @staticmethod
+    def residual_effects_levels(s: ChainState, d: ModelData) -> np.ndarray:
+        """U_R per level of K (sampler's scale), each trait mapped from its group's basis."""
+        groups = d.groups
+        if len(groups) == 1:
+            return groups[0].re.to_levels(s.U_R)
+        out = np.empty((groups[0].re.to_levels_matrix.shape[0], d.t))
+        for g in groups:
+            out[:, g.cols] = g.re.to_levels(s.U_R[:, g.cols])
+        return out
