@@ -427,7 +427,10 @@ class MegaLMM:
         return self.store.load(None if names is None else list(names), lazy=lazy)
 
     def reload_posterior(self) -> xr.Dataset:
-        """Every draw of the run, saved and in memory, read into memory (R: ``reload_Posterior``)."""
+        """Every draw of the run, saved and in memory, read into memory.
+
+        R: ``reload_Posterior``.
+        """
         return self._results.reload_posterior()
 
     def posterior_function(self, fn: Callable[[xr.Dataset], Any]) -> xr.DataArray:

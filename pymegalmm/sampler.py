@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core.column_lmm import sample_grid_index as _sample_grid
 from .core.data import GroupData, ModelData, RowPatterns, SamplerData
 from .core.factor_scores import sample_factor_scores
 from .core.initialize import initial_state

@@ -29,7 +29,8 @@ ALL_PARAMS = ("Lambda", "F", "U_F", "U_R", "B1", "F_h2", "resid_h2", "tot_Eta_pr
 
 def fit_missing_cells() -> MegaLMM:
     """One random effect, 15 % of cells missing, a fixed effect, two chains, a reorder."""
-    sim = datasets.simulate_met(n_lines=40, n_envs=8, envs_per_line=(5, 7), n_factors=2, seed=11, n_markers=300)
+    sim = datasets.simulate_met(n_lines=40, n_envs=8, envs_per_line=(5, 7), n_factors=2,
+                                seed=11, n_markers=300)
     Y, data = datasets.to_wide(sim.Y, ["Line", "Population"], "Env", "Yield")
     Y = Y.mask(mask_cells(Y, 0.15, np.random.default_rng(4)))
     m = MegaLMM(Y, "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},
@@ -43,7 +44,8 @@ def fit_missing_cells() -> MegaLMM:
 
 def fit_missing_map() -> MegaLMM:
     """A missing-data map with several trait groups (predicted-only cells)."""
-    sim = datasets.simulate_met(n_lines=40, n_envs=8, envs_per_line=(5, 7), n_factors=2, seed=12, n_markers=300)
+    sim = datasets.simulate_met(n_lines=40, n_envs=8, envs_per_line=(5, 7), n_factors=2,
+                                seed=12, n_markers=300)
     Y, data = datasets.to_wide(sim.Y, ["Line", "Population"], "Env", "Yield")
     Y = Y.mask(mask_cells(Y, 0.25, np.random.default_rng(5)))
     m = MegaLMM(Y, "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},

@@ -74,7 +74,7 @@ class ARDPrior(LambdaPrior):
 
     def update(self, Lambda: np.ndarray, tot_prec: np.ndarray, state: PriorState,
                rng: np.random.Generator) -> PriorState:
-        """``phi`` given the previous ``delta``, then ``delta_iterations_factor`` sweeps of ``delta``.
+        """``phi`` given the previous ``delta``, then ``delta_iterations_factor`` ``delta`` sweeps.
 
         ``phi_kj ~ Gamma((nu+1)/2, rate (nu + tauh_k tau_j lambda_kj^2)/2)`` with the
         previous ``tauh = cumprod(delta)``; then, with
