@@ -31,7 +31,7 @@ from .linalg import sampling_threads
 from .observation import GaussianMissing, ObservationModel
 from .priors import Priors
 from .results.run_results import RunResults
-from .results.schema import DEFAULT_RECORD, Coordinates, param_descriptions, param_dims
+from .results.schema import Coordinates, default_record, param_descriptions, param_dims
 from .run import Chain, DrawStore, PosteriorStore, Recorder, UserScale
 
 
@@ -93,8 +93,10 @@ class MegaLMM:
     seed : int or None
         Seed of the random numbers; same seed and data give bit-identical draws
         for any number of threads.
-    record : iterable of str
+    record : iterable of str, optional
         Parameters stored per recorded draw (see :mod:`pymegalmm.results.schema`).
+        Default: :data:`~pymegalmm.results.schema.DEFAULT_RECORD`'s parameters of the
+        factor model plus what the loadings prior records (ARD: ``delta``).
     functions : dict of str -> callable, optional
         Functions evaluated on every recorded draw: each receives a one-draw
         ``xarray.Dataset`` of all parameters (user's scale, with coordinates) and
@@ -133,7 +135,7 @@ class MegaLMM:
         observation: ObservationModel | None = None,
         chains: int = 1,
         seed: int | None = None,
-        record: Iterable[str] = DEFAULT_RECORD,
+        record: Iterable[str] | None = None,
         functions: Mapping[str, Callable[[xr.Dataset], Any]] | None = None,
         run_dir: str | os.PathLike = "MegaLMM_run",
         verbose: bool = True,
@@ -147,8 +149,8 @@ class MegaLMM:
         self.observation = observation or GaussianMissing()
         if int(chains) < 1:
             raise ValueError(f"chains must be >= 1, got {chains}")
-        self.record = list(record)
         self._dims = param_dims(self.priors.Lambda_prior)
+        self.record = default_record(self.priors.Lambda_prior) if record is None else list(record)
         unknown = [name for name in self.record if name not in self._dims]
         if unknown:
             raise ValueError(f"cannot record {unknown}; choose among {sorted(self._dims)}")

@@ -15,6 +15,8 @@ iteration calls them and never asks what they are.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..linalg import standard_normal
 from .column_lmm import sample_column_lmm
 from .data import ModelData, Workspace
@@ -46,8 +48,10 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
     # Steps 1-2. Traits, group by group in the group's own rotated rows: loadings (under the
     # loadings prior), fixed effects and tot_Eta_prec jointly given resid_h2, then resid_h2
     # and U_R.  Keep Eta - X1 B1 - Z U_R for the factor scores.
-    prior_prec = lambda_prior.precision(s.lambda_prior)
+    prior_prec = np.broadcast_to(lambda_prior.precision(s.lambda_prior), s.Lambda.shape)
     prior_mean = lambda_prior.mean(s.lambda_prior)
+    if prior_mean is not None:
+        prior_mean = np.broadcast_to(prior_mean, s.Lambda.shape)
     residuals = []
     for gi, g in enumerate(d.groups):
         every = g.cols.size == d.t  # one group with every trait: no gather/scatter copies

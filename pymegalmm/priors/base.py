@@ -66,10 +66,17 @@ class LambdaPrior(ABC):
 
     @abstractmethod
     def precision(self, state: PriorState) -> np.ndarray:
-        """``(k, t)`` prior precision of each loading, relative to the trait's ``tot_Eta_prec``."""
+        """Prior precision of each loading relative to the trait's ``tot_Eta_prec``.
+
+        An array that broadcasts to ``(k, t)`` (``(k, 1)`` for one precision per factor).
+        """
 
     def mean(self, state: PriorState) -> np.ndarray | None:
-        """``(k, t)`` prior mean of the loadings, or None for zero (the default)."""
+        """Prior mean of the loadings (broadcastable to ``(k, t)``), or None for zero (default).
+
+        A non-zero mean is handled by the loadings step: it regresses
+        ``Eta - F mean`` on ``F`` with a zero-mean prior and adds ``mean`` back.
+        """
         return None
 
     @abstractmethod

@@ -60,7 +60,7 @@ class RunResults:
             self._warned_covariances = True  # once per model, not at every chunk
             warnings.warn(
                 "G and R would take more than 1 GiB; not added to posterior (use "
-                "pymegalmm.posterior.add_derived on a selection of traits)",
+                "pymegalmm.results.derived.add_derived on a selection of traits)",
                 stacklevel=3,
             )
         return add_derived(ds, ["U", "h2"] + (["G", "R"] if fit else []))

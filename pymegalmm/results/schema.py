@@ -67,6 +67,12 @@ def param_descriptions(lambda_prior: LambdaPrior | None = None) -> dict[str, str
     return {**DESCRIPTIONS, **prior.recorded}
 
 
+def default_record(lambda_prior: LambdaPrior | None = None) -> list[str]:
+    """Parameters recorded by default: :data:`DEFAULT_RECORD` with this prior's recordables."""
+    prior = ARDPrior() if lambda_prior is None else lambda_prior
+    return [n for n in DEFAULT_RECORD if n in CORE_PARAM_DIMS] + list(prior.recorded)
+
+
 #: Dims of each recordable parameter with the default (ARD) loadings prior.
 PARAM_DIMS: dict[str, tuple[str, ...]] = param_dims()
 
