@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from .errors import InputError
+from .validate import check_bool, check_float, check_int
+
 
 @dataclass
 class Control:
@@ -20,9 +25,10 @@ class Control:
         about twice the number you expect, look at the posterior of ``delta`` /
         the loadings' column norms, and drop factors that carry nothing.
     h2_divisions : int or list of int
-        Steps of the discrete grid of variance proportions per random effect.
-        Default 100.  20 is usually enough and much cheaper with several random
-        effects (the grid has ``~d^m / m!`` points).
+        Steps of the discrete grid of variance proportions per random effect
+        (>= 2: with 1 the grid holds only h2 = 0).  Default 100.  20 is usually
+        enough and much cheaper with several random effects (the grid has
+        ``~d^m / m!`` points).
     burn : int
         Iterations discarded before recording.  Default 100.
     thin : int
@@ -38,6 +44,10 @@ class Control:
     n_threads : int or None
         OpenMP threads for the kernels; None uses OpenMP's default.  Results do
         not depend on it.
+
+    Every field is checked when the object is made (and by ``dataclasses.replace``):
+    integers must be whole numbers (``3.0`` is accepted, ``2.7`` is refused),
+    flags must be booleans.
     """
 
     n_factors: int = 20
@@ -50,11 +60,25 @@ class Control:
     n_threads: int | None = None
 
     def __post_init__(self) -> None:
-        if int(self.n_factors) < 1:
-            raise ValueError(f"n_factors must be >= 1, got {self.n_factors}")
-        if int(self.burn) < 0:
-            raise ValueError(f"burn must be >= 0, got {self.burn}")
-        if int(self.thin) < 1:
-            raise ValueError(f"thin must be >= 1, got {self.thin}")
-        if self.n_threads is not None and int(self.n_threads) < 1:
-            raise ValueError(f"n_threads must be >= 1 or None, got {self.n_threads}")
+        self.n_factors = check_int("n_factors", self.n_factors, minimum=1)
+        self.h2_divisions = check_divisions(self.h2_divisions)
+        self.burn = check_int("burn", self.burn, minimum=0)
+        self.thin = check_int("thin", self.thin, minimum=1)
+        self.scale_Y = check_bool("scale_Y", self.scale_Y)
+        self.K_eigen_tol = check_float("K_eigen_tol", self.K_eigen_tol, low=0.0)
+        self.max_precompute_gb = check_float("max_precompute_gb", self.max_precompute_gb,
+                                             low=0.0, low_open=True, allow_inf=True)
+        if self.n_threads is not None:
+            self.n_threads = check_int("n_threads", self.n_threads, minimum=1)
+
+
+def check_divisions(value: object) -> int | list[int]:
+    """``h2_divisions``: an integer >= 2, or a non-empty list of them (one per random effect).
+
+    One division would leave the grid with ``h2 = 0`` only: no random-effect variance.
+    """
+    if isinstance(value, list | tuple | np.ndarray):
+        if len(value) == 0:
+            raise InputError("h2_divisions must not be empty")
+        return [check_int(f"h2_divisions[{i}]", v, minimum=2) for i, v in enumerate(value)]
+    return check_int("h2_divisions", value, minimum=2)

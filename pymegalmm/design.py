@@ -31,6 +31,7 @@ import scipy.sparse
 from formulaic import Formula, model_matrix
 from formulaic.errors import DataMismatchWarning, FormulaicError
 
+from .errors import InputError, LabelError
 from .formula import ParsedFormula, RandomTerm, parse_formula
 
 __all__ = ["RandomEffect", "Design", "build_design"]
@@ -581,6 +582,56 @@ def _lhs_design(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, list[
     return values, names
 
 
+def _is_default_index(index: pd.Index, n: int) -> bool:
+    """Whether ``index`` is pandas' default ``0 .. n-1`` (carries no labels)."""
+    return isinstance(index, pd.RangeIndex) and index.equals(pd.RangeIndex(n))
+
+
+def _align_rows(Yarr: np.ndarray, y_index: pd.Index | None, data: pd.DataFrame
+                ) -> tuple[np.ndarray, pd.DataFrame]:
+    """Match the rows of ``Y`` to those of ``data``.
+
+    By position when either side carries no labels (an array, or pandas' default
+    ``RangeIndex``: R's habit), in which case the labelled side's labels name the
+    rows; by label when both are labelled (``Y``'s rows are put in ``data``'s order).
+    """
+    n_y, n_d = Yarr.shape[0], len(data)
+    y_labelled = y_index is not None and not _is_default_index(y_index, n_y)
+    d_labelled = not _is_default_index(pd.Index(data.index), n_d)
+    if not (y_labelled and d_labelled):
+        if n_y != n_d:
+            raise InputError(
+                f"Y has {n_y} rows but data has {n_d} rows; without labels on both, rows are "
+                "matched by position, so both must have one row per observation"
+            )
+        if y_labelled:  # data on a default index: Y's labels name the rows
+            data = data.set_axis(y_index, axis=0)
+        return Yarr, data
+    if y_index.has_duplicates or data.index.has_duplicates:
+        which = "Y" if y_index.has_duplicates else "data"
+        dup = (y_index if which == "Y" else data.index)
+        raise InputError(f"{which}'s index has duplicate labels {list(dup[dup.duplicated()][:5])}"
+                         "; rows are matched by label, so labels must be unique")
+    if y_index.equals(pd.Index(data.index)):
+        return Yarr, data
+    missing_y = data.index.difference(y_index, sort=False)
+    missing_d = y_index.difference(data.index, sort=False)
+    if len(missing_y) or len(missing_d):
+        parts = []
+        if len(missing_y):
+            parts.append(f"{len(missing_y)} label(s) of data are not rows of Y: "
+                         f"{list(missing_y[:5])}")
+        if len(missing_d):
+            parts.append(f"{len(missing_d)} label(s) of Y are not rows of data: "
+                         f"{list(missing_d[:5])}")
+        raise LabelError(
+            "Y and data are matched by the labels of their indexes, and they differ: "
+            + "; ".join(parts) + ". Align them (e.g. Y = Y.loc[data.index]) or reset "
+            "data's index to match by position"
+        )
+    return Yarr[y_index.get_indexer(data.index)], data
+
+
 def build_design(
     Y: Any,
     formula: str,
@@ -679,17 +730,8 @@ def build_design(
 
     # ---- Y ---------------------------------------------------------------------------
     Yarr, traits, y_index = _as_trait_matrix(Y)
+    Yarr, data = _align_rows(Yarr, y_index, data)
     n_in = len(data)
-    if Yarr.shape[0] != n_in:
-        raise ValueError(
-            f"Y has {Yarr.shape[0]} rows but data has {n_in} rows; rows are matched by "
-            "position, so both must have one row per observation"
-        )
-    if y_index is not None and not y_index.equals(pd.Index(data.index)):
-        raise ValueError(
-            "Y and data are both DataFrames but their indexes differ; rows are matched by "
-            "position, so align them first, e.g. Y = Y.loc[data.index] (or reset both indexes)"
-        )
     infinite = np.isinf(Yarr)
     if infinite.any():
         i, j = np.argwhere(infinite)[0]

@@ -11,6 +11,7 @@ summation order independent of the number of threads.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -95,12 +96,45 @@ def standard_gamma(rng: np.random.Generator, shape: float, rows: int, cols: int
     return _fill_blocks(rng, out, gamma=True, shape=float(shape))
 
 
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_LIMITS: threadpool_limits | None = None
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Context in which the BLAS library runs on one thread, process-wide.
+
+    The BLAS thread count is a process-wide setting: contexts entered from several
+    Python threads (two models sampling side by side) are counted, the first one
+    sets the limit and the last one to leave restores it, so a model that finishes
+    first does not give the other a multi-threaded BLAS halfway through.
+    """
+    global _BLAS_USERS, _BLAS_LIMITS
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            _BLAS_LIMITS = threadpool_limits(limits=1, user_api="blas")
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0 and _BLAS_LIMITS is not None:
+                _BLAS_LIMITS.restore_original_limits()
+                _BLAS_LIMITS = None
+
+
 @contextmanager
 def sampling_threads(n_threads: int | None = None) -> Iterator[None]:
-    """Context in which BLAS is single-threaded and the kernels use ``n_threads`` threads."""
+    """Context in which BLAS is single-threaded and the kernels use ``n_threads`` threads.
+
+    OpenMP's thread count is set for the calling thread only (an OpenMP ICV), so
+    models sampled from different Python threads do not change each other's.
+    """
     kern = kernels_module()
     before = kern.openmp_max_threads()
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas():
         if n_threads is not None:
             kern.set_num_threads(int(n_threads))
         try:

@@ -10,15 +10,16 @@ live here; ``docs/architecture.md`` describes every module.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
-from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .control import Control
@@ -27,12 +28,24 @@ from .core.grid import make_h2_grid
 from .core.precompute import build_model_data, check_memory, group_bytes
 from .core.state import ChainState
 from .design import Design, build_design
-from .linalg import sampling_threads
-from .observation import GaussianMissing, ObservationModel
+from .errors import ConcurrencyError, InputTypeError
+from .linalg import sampling_threads, single_threaded_blas
+from .observation import GaussianMissing, MissingDataMap, ObservationModel
 from .priors import Priors
 from .results.run_results import RunResults
 from .results.schema import Coordinates, default_record, param_descriptions, param_dims
 from .run import Chain, DrawStore, PosteriorStore, Recorder, UserScale
+from .validate import (
+    check_bool,
+    check_float,
+    check_functions,
+    check_instance,
+    check_int,
+    check_names,
+    check_path,
+    check_seed,
+)
+from .warnings_ import warn_about_data
 
 
 class _States(Sequence[ChainState]):
@@ -71,7 +84,10 @@ class MegaLMM:
         Fixed part parsed by formulaic; random terms ``(1|g)``, ``(1|a:b)``,
         ``(0 + x|g)`` / ``(x||g)`` (independent component per column, as in R MegaLMM).
     data : pandas.DataFrame
-        One row per row of ``Y`` with the formula's variables.
+        One row per row of ``Y`` with the formula's variables.  Rows are matched by
+        position when ``Y`` is an array or either index is pandas' default
+        ``RangeIndex`` (R's habit), and by label when both are labelled (``Y`` is put
+        in ``data``'s order; labels missing on either side are named in the error).
     relmat : dict, optional
         Grouping name -> covariance of its levels (labelled DataFrame, or
         ``{"K": ..., "levels": ...}`` / ``{"K_inv": ..., "levels": ...}``).
@@ -143,25 +159,26 @@ class MegaLMM:
         t0 = time.perf_counter()
         shortcuts = {"n_factors": n_factors, "h2_divisions": h2_divisions, "burn": burn,
                      "thin": thin, "scale_Y": scale_Y}
-        self._control = replace(control or Control(),
-                                **{k: v for k, v in shortcuts.items() if v is not None})
-        self.priors = priors or Priors()
-        self.observation = observation or GaussianMissing()
-        if int(chains) < 1:
-            raise ValueError(f"chains must be >= 1, got {chains}")
+        control = Control() if control is None else check_instance(
+            "control", control, Control, "a pymegalmm.Control")
+        self._control = replace(control, **{k: v for k, v in shortcuts.items() if v is not None})
+        self.priors = Priors() if priors is None else check_instance(
+            "priors", priors, Priors, "a pymegalmm.Priors")
+        self.observation = GaussianMissing() if observation is None else check_instance(
+            "observation", observation, ObservationModel, "a pymegalmm.observation model")
+        self._n_chains = check_int("chains", chains, minimum=1)
+        self._seed = check_seed(seed)
         self._dims = param_dims(self.priors.Lambda_prior)
-        self.record = default_record(self.priors.Lambda_prior) if record is None else list(record)
-        unknown = [name for name in self.record if name not in self._dims]
-        if unknown:
-            raise ValueError(f"cannot record {unknown}; choose among {sorted(self._dims)}")
-        self.functions = dict(functions or {})
-        self.verbose = verbose
-        self.store = PosteriorStore(run_dir)
-        self._seed, self._n_chains = seed, int(chains)
+        self.record = (default_record(self.priors.Lambda_prior) if record is None
+                       else check_names("record", record, self._dims))
+        self.functions = check_functions(functions)
+        self.verbose = check_bool("verbose", verbose)
+        self.store = PosteriorStore(check_path("run_dir", run_dir))
+        self._lock = threading.Lock()
         # Numerical setup runs with a single-threaded BLAS: eigendecompositions with
         # near-degenerate eigenvalues return different (equally valid) bases for
         # different thread counts, and the draws must not depend on the thread count.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             self.design: Design = build_design(Y, formula, data, relmat,
                                                K_eigen_tol=self._control.K_eigen_tol)
             if not self.design.random:
@@ -173,6 +190,8 @@ class MegaLMM:
             self.coords = Coordinates.from_design(self.design, self._control.n_factors)
             self._transform = UserScale(self.latent, self.design.X1)
             self._build(self.observation)
+        warn_about_data(self.design, self.latent, self._control.scale_Y, self.priors,
+                        self.data.drop_fixed)
         self.setup_seconds = time.perf_counter() - t0
         self.sampling_seconds, self.iterations_timed = 0.0, 0
         if verbose:
@@ -185,22 +204,22 @@ class MegaLMM:
                               self._control.max_precompute_gb, self._control.h2_divisions)
         if self.verbose:
             print(report)
-        with threadpool_limits(limits=1, user_api="blas"):  # see __init__
+        with single_threaded_blas():  # see __init__
             self.data: ModelData = build_model_data(
                 self.design, self.latent, observation, groups, self.grid, self.priors,
                 self._control.n_factors)
             seeds = np.random.SeedSequence(self._seed).spawn(self._n_chains + 1)
             self._search_seed = seeds[-1]  # for the missing-data map search
-            self.chains = [Chain(self.data, np.random.default_rng(s), self._recorder())
-                           for s in seeds[:-1]]
+            self.chains = [Chain(self.data, np.random.default_rng(s), self._recorder(f"chain {c}"))
+                           for c, s in enumerate(seeds[:-1])]
         self.observation, self._groups = observation, groups
         self._results = RunResults(self.chains, self.store, self.coords, self._dims,
                                    param_descriptions(self.priors.Lambda_prior))
 
-    def _recorder(self) -> Recorder:
+    def _recorder(self, label: str) -> Recorder:
         c = self._control
         return Recorder(self.record, c.burn, c.thin, self._transform, self.coords, self._dims,
-                        self.functions)
+                        self.functions, label)
 
     # ------------------------------------------------------------------ the run
 
@@ -238,20 +257,31 @@ class MegaLMM:
         MegaLMM
             ``self``, for chaining.
         """
-        if int(n_iter) < 0:
-            raise ValueError(f"n_iter must be >= 0, got {n_iter}")
-        t0 = time.perf_counter()
-        bar = tqdm(total=int(n_iter) * len(self.chains), disable=not progress,
-                   desc="MegaLMM", unit="it")
-        with sampling_threads(self._control.n_threads):
-            for chain in self.chains:
-                chain.sample(n_iter, callback=lambda: bar.update(1))
-        bar.close()
-        self.sampling_seconds += time.perf_counter() - t0
-        self.iterations_timed += int(n_iter) * len(self.chains)
-        for c, chain in enumerate(self.chains):
-            chain.check_finite(f"chain {c}")
+        n_iter = check_int("n_iter", n_iter, minimum=0)
+        progress = check_bool("progress", progress)
+        with self._exclusive("sample"):
+            t0 = time.perf_counter()
+            with tqdm(total=n_iter * len(self.chains), disable=not progress, desc="MegaLMM",
+                      unit="it") as bar, sampling_threads(self._control.n_threads):
+                for chain in self.chains:
+                    chain.sample(n_iter, callback=lambda: bar.update(1))
+            self.sampling_seconds += time.perf_counter() - t0
+            self.iterations_timed += n_iter * len(self.chains)
+            for c, chain in enumerate(self.chains):
+                chain.check_finite(f"chain {c}")
         return self
+
+    @contextmanager
+    def _exclusive(self, what: str) -> Iterator[None]:
+        """One running call per model: another thread's call raises instead of interleaving."""
+        if not self._lock.acquire(blocking=False):
+            raise ConcurrencyError(
+                f"{what}() was called while this model is sampling in another thread; a model's "
+                "chains advance one call at a time (use one model per thread)")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def reorder_factors(self, drop_cor_threshold: float = 0.6) -> MegaLMM:
         """Drop redundant factors and sort factors by size, in every chain (R: ``reorder_factors``).
@@ -268,9 +298,9 @@ class MegaLMM:
         drop_cor_threshold : float
             Correlation above which a later factor is zeroed.  Default 0.6.
         """
-        if not 0 < drop_cor_threshold <= 1:
-            raise ValueError(f"drop_cor_threshold must be in (0, 1], got {drop_cor_threshold}")
-        with sampling_threads(self._control.n_threads):
+        drop_cor_threshold = check_float("drop_cor_threshold", drop_cor_threshold, low=0.0,
+                                         high=1.0, low_open=True)
+        with self._exclusive("reorder_factors"), sampling_threads(self._control.n_threads):
             for chain in self.chains:
                 chain.reorder_factors(drop_cor_threshold)
         self.clear_posterior()
@@ -290,8 +320,11 @@ class MegaLMM:
         progress : bool
             Progress bars.
         """
-        for _ in range(int(rounds)):
-            self._set_burn(max(self.control.burn, self.chains[0].nrun + int(iterations)))
+        rounds = check_int("rounds", rounds, minimum=0)
+        iterations = check_int("iterations", iterations, minimum=0)
+        check_float("drop_cor_threshold", drop_cor_threshold, low=0.0, high=1.0, low_open=True)
+        for _ in range(rounds):
+            self._set_burn(max(self.control.burn, self.chains[0].nrun + iterations))
             self.sample(iterations, progress=progress)
             self.reorder_factors(drop_cor_threshold)
         return self
@@ -325,8 +358,9 @@ class MegaLMM:
         """
         from .observation.maps import search_maps
 
+        max_groups = check_int("max_groups", max_groups, minimum=1)
         rng = np.random.default_rng(self._search_seed)
-        return search_maps(self.latent.observed, int(max_groups), rng,
+        return search_maps(self.latent.observed, max_groups, rng,
                            bytes_per_group=lambda n: group_bytes(self.design,
                                                                  self.grid.shape[1], n))
 
@@ -335,6 +369,8 @@ class MegaLMM:
 
         Precomputes are rebuilt and the chains restart from their seeds.
         """
+        check_instance("mdmap", mdmap, MissingDataMap,
+                       "a MissingDataMap from missing_data_maps()")
         if any(c.nrun for c in self.chains):
             raise RuntimeError("set the missing-data map before sampling (chains have run); "
                                "create a new MegaLMM object to change it")
@@ -361,7 +397,7 @@ class MegaLMM:
         derived ``U``, ``h2``, ``G`` and ``R``; call :meth:`save_posterior_chunk`
         between blocks of iterations to keep memory bounded.
         """
-        return self._results.estimate_memory(n_iter, self.record)
+        return self._results.estimate_memory(check_int("n_iter", n_iter, minimum=0), self.record)
 
     @property
     def n_draws(self) -> int:
@@ -410,7 +446,7 @@ class MegaLMM:
     def clear_posterior(self, disk: bool = True) -> None:
         """Forget the recorded draws and posterior means (R: ``clear_Posterior``);
         with ``disk``, also the chunks saved in ``run_dir``."""
-        self._results.clear(disk)
+        self._results.clear(check_bool("disk", disk))
 
     def save_posterior_chunk(self) -> int:
         """Append the draws held in memory to the zarr store in ``run_dir``, then free them.
@@ -426,7 +462,10 @@ class MegaLMM:
 
         Draws still in memory are not included: call :meth:`save_posterior_chunk` first.
         """
-        return self.store.load(None if names is None else list(names), lazy=lazy)
+        if isinstance(names, str):
+            names = [names]
+        return self.store.load(None if names is None else list(names),
+                               lazy=check_bool("lazy", lazy))
 
     def reload_posterior(self) -> xr.Dataset:
         """Every draw of the run, saved and in memory, read into memory.
@@ -438,6 +477,8 @@ class MegaLMM:
     def posterior_function(self, fn: Callable[[xr.Dataset], Any]) -> xr.DataArray:
         """Evaluate ``fn`` on every draw of the run (R: ``get_posterior_FUN``); dims
         ``chain, draw`` then the result's."""
+        if not callable(fn):
+            raise InputTypeError(f"fn must be callable, got {type(fn).__name__}")
         return self._results.posterior_function(fn)
 
     def summary(self) -> str:

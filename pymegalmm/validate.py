@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,9 +53,9 @@ def check_float(name: str, value: Any, *, low: float | None = None, high: float 
     if math.isnan(out) or (not allow_inf and math.isinf(out)):
         raise InputError(f"{name} must be a finite number, got {value}")
     if low is not None and (out < low or (low_open and out == low)):
-        raise InputError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+        raise InputError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value}")
     if high is not None and (out > high or (high_open and out == high)):
-        raise InputError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+        raise InputError(f"{name} must be {'<' if high_open else '<='} {high:g}, got {value}")
     return out
 
 
@@ -62,3 +65,65 @@ def check_bool(name: str, value: Any) -> bool:
         raise InputTypeError(f"{name} must be True or False, got {_describe(value)} "
                              f"({type(value).__name__})")
     return bool(value)
+
+
+def check_instance(name: str, value: Any, cls: type | tuple[type, ...], example: str) -> Any:
+    """``value`` if it is an instance of ``cls``; a class given instead gets a hint."""
+    if isinstance(value, type) and isinstance(cls, type) and issubclass(value, cls):
+        raise InputTypeError(f"{name} must be an instance, e.g. {value.__name__}(), not the class")
+    if not isinstance(value, cls):
+        raise InputTypeError(f"{name} must be {example}, got {type(value).__name__}")
+    return value
+
+
+def check_seed(value: Any) -> int | None:
+    """``seed``: None or a non-negative integer (NumPy's ``SeedSequence`` entropy)."""
+    if value is None:
+        return None
+    return check_int("seed", value, minimum=0)
+
+
+def check_names(name: str, value: Any, allowed: Iterable[str]) -> list[str]:
+    """A list of distinct names among ``allowed`` (a single string is refused: wrap it)."""
+    allowed = list(allowed)
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InputTypeError(f"{name} must be a list of names, e.g. [{value!r}], got "
+                             f"{type(value).__name__}")
+    names = list(value)
+    bad = [v for v in names if not isinstance(v, str)]
+    if bad:
+        raise InputTypeError(f"{name} must hold names (str), got {bad[:5]}")
+    unknown = [v for v in names if v not in allowed]
+    if unknown:
+        raise InputError(f"{name}: cannot use {unknown}; choose among {sorted(allowed)}")
+    dup = sorted({v for v in names if names.count(v) > 1})
+    if dup:
+        raise InputError(f"{name} names {dup} more than once")
+    return names
+
+
+def check_functions(value: Any) -> dict[str, Any]:
+    """``functions``: a mapping of names (str) to callables, or None."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InputTypeError("functions must be a dict of name -> function of a one-draw "
+                             f"Dataset, got {type(value).__name__}")
+    for key, fn in value.items():
+        if not isinstance(key, str):
+            raise InputTypeError(f"functions: names must be str, got {key!r}")
+        if not callable(fn):
+            raise InputTypeError(f"functions[{key!r}] must be callable, got "
+                                 f"{type(fn).__name__}")
+    return dict(value)
+
+
+def check_path(name: str, value: Any) -> Path:
+    """A path (str or path-like) that is not an existing file."""
+    if not isinstance(value, str | os.PathLike) or (isinstance(value, str) and not value):
+        raise InputTypeError(f"{name} must be a non-empty path (str or os.PathLike), got "
+                             f"{_describe(value)}")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{name} {str(path)!r} is an existing file, not a directory")
+    return path

@@ -422,10 +422,33 @@ def test_wrong_row_count(trial):
         build_design(Y.iloc[:39], "~ (1|Line)", data)
 
 
-def test_different_indexes(trial):
+def test_labelled_Y_with_default_data_index_matches_by_position(trial):
+    # R's habit: Y labelled (e.g. by plot), data on pandas' default index: by position,
+    # and Y's labels name the rows
     Y, data, _ = trial
-    with pytest.raises(ValueError, match="indexes differ"):
-        build_design(Y.set_axis(range(100, 140)), "~ (1|Line)", data)
+    labels = [f"plot{i}" for i in range(40)]
+    d = build_design(Y.set_axis(labels), "~ (1|Line)", data)
+    np.testing.assert_array_equal(d.Y, Y.to_numpy())
+    assert list(d.rows) == labels
+
+
+def test_both_labelled_align_by_label(trial):
+    Y, data, _ = trial
+    labels = [f"plot{i}" for i in range(40)]
+    data_l = data.set_axis(labels)
+    shuffled = Y.set_axis(labels).iloc[::-1]  # same labels, other order
+    d = build_design(shuffled, "~ (1|Line)", data_l)
+    np.testing.assert_array_equal(d.Y, Y.to_numpy())  # put back in data's order
+    assert list(d.rows) == labels
+
+
+def test_both_labelled_with_different_labels_name_them(trial):
+    Y, data, _ = trial
+    data_l = data.set_axis([f"plot{i}" for i in range(40)])
+    Y_l = Y.set_axis([f"plot{i}" for i in range(1, 41)])
+    with pytest.raises(KeyError, match=r"labels of their indexes, and they differ.*'plot0'"
+                                       r".*'plot40'"):
+        build_design(Y_l, "~ (1|Line)", data_l)
 
 
 def test_duplicate_trait_names(trial):

@@ -47,7 +47,7 @@ def test_invalid_priors_raise():
         h2_log_prior(np.ones(3), grid, "h2_prior_resids")
     with pytest.raises(ValueError, match="non-negative"):
         h2_log_prior(-np.ones(5), grid, "h2_prior_resids")
-    with pytest.raises(ValueError, match="nu > 1"):
+    with pytest.raises(ValueError, match="nu must be > 1"):
         VariancePrior(0.5, 1.0)
     with pytest.raises(ValueError, match="Lambda_df"):
         ARDPrior(Lambda_df=0)

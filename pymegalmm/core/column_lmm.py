@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._config import kernels_module
+from ..errors import SamplerError
 from ..linalg import matmul, standard_normal
 from ..priors import VariancePrior
 from .data import Workspace
@@ -172,7 +173,7 @@ def _sample_regression(
         None if drop_flat is None else np.ascontiguousarray(drop_flat, dtype=np.uint8),
     )
     if n_bad:
-        raise FloatingPointError(
+        raise SamplerError(
             f"the regression of {n_bad} column(s) was not positive definite; the "
             "fixed-effect design may be collinear"
         )

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from .._config import kernels_module
+from ..errors import SamplerError
 from ..linalg import matmul
 from .data import ModelData
 
@@ -92,5 +93,5 @@ def sample_factor_scores_by_pattern(
         pat.used, pat.start, pat.rows, F,
     )
     if n_bad:
-        raise FloatingPointError("factor-score precision not positive definite")
+        raise SamplerError("factor-score precision not positive definite")
     return F

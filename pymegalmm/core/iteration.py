@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import SamplerError
 from ..linalg import standard_normal
 from .column_lmm import sample_column_lmm
 from .data import ModelData, Workspace
@@ -37,7 +38,7 @@ def gibbs_iteration(s: ChainState, d: ModelData, work: Workspace | None = None) 
     try:
         _iteration(s, d, Workspace() if work is None else work)
     except FloatingPointError as exc:
-        raise FloatingPointError(f"iteration {s.nrun + 1}: {exc}") from exc
+        raise SamplerError(f"iteration {s.nrun + 1}: {exc}") from exc
 
 
 def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:

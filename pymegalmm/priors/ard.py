@@ -9,8 +9,9 @@ import numpy as np
 
 from .._config import kernels_module
 from ..linalg import standard_gamma
+from ..validate import check_float, check_int
 from .base import LambdaPrior, PriorState
-from .variance import GammaPrior
+from .variance import GammaPrior, as_prior
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,15 @@ class ARDPrior(LambdaPrior):
     }
 
     def __post_init__(self) -> None:
-        if self.Lambda_df <= 0:
-            raise ValueError(f"Lambda_df must be > 0, got {self.Lambda_df}")
-        if self.delta_iterations_factor < 1:
-            raise ValueError("delta_iterations_factor must be >= 1")
+        check = {
+            "Lambda_df": check_float("Lambda_df", self.Lambda_df, low=0.0, low_open=True),
+            "delta_1": as_prior("delta_1", self.delta_1, GammaPrior),
+            "delta_2": as_prior("delta_2", self.delta_2, GammaPrior),
+            "delta_iterations_factor": check_int("delta_iterations_factor",
+                                                 self.delta_iterations_factor, minimum=1),
+        }
+        for name, value in check.items():
+            object.__setattr__(self, name, value)
 
     def initialize(self, Lambda: np.ndarray, tot_prec: np.ndarray,
                    rng: np.random.Generator) -> PriorState:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import InputTypeError
 from .ard import ARDPrior
 from .base import LambdaPrior
-from .h2 import H2Prior
-from .variance import VariancePrior
+from .h2 import H2Prior, check_h2_prior
+from .variance import VariancePrior, as_prior
 
 
 @dataclass
@@ -25,10 +26,11 @@ class Priors:
 
     Parameters
     ----------
-    tot_Y_var : VariancePrior
-        Prior of each trait's total residual-model precision ``tot_Eta_prec``.
+    tot_Y_var : VariancePrior or dict
+        Prior of each trait's total residual-model precision ``tot_Eta_prec``; a
+        dict ``{"V": ..., "nu": ...}`` (R's ``list(V = , nu = )``) is accepted.
         Default ``V = 0.5, nu = 5`` (MegaLMM vignette), i.e. Gamma(4, rate 2.5).
-    tot_F_var : VariancePrior
+    tot_F_var : VariancePrior or dict
         Prior of each factor's total precision ``tot_F_prec`` (a working
         parameter; reported factors have unit variance).  Default ``V = 18/20, nu = 20``.
     h2_prior_resids, h2_prior_factors : callable, array or None
@@ -45,3 +47,16 @@ class Priors:
     h2_prior_resids: H2Prior = None
     h2_prior_factors: H2Prior = None
     Lambda_prior: LambdaPrior = field(default_factory=ARDPrior)
+
+    def __post_init__(self) -> None:
+        self.tot_Y_var = as_prior("tot_Y_var", self.tot_Y_var, VariancePrior)
+        self.tot_F_var = as_prior("tot_F_var", self.tot_F_var, VariancePrior)
+        for name in ("h2_prior_resids", "h2_prior_factors"):
+            check_h2_prior(name, getattr(self, name))
+        prior = self.Lambda_prior
+        if isinstance(prior, type) and issubclass(prior, LambdaPrior):
+            raise InputTypeError(f"Lambda_prior must be an instance, e.g. {prior.__name__}(), "
+                                 "not the class")
+        if not isinstance(prior, LambdaPrior):
+            raise InputTypeError("Lambda_prior must be a pymegalmm.priors.LambdaPrior (e.g. "
+                                 f"ARDPrior()), got {type(prior).__name__}")

@@ -6,8 +6,26 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..errors import InputError, InputTypeError
+
 #: A prior over the grid: None (flat), a callable of the ``(m, G)`` grid, or ``G`` weights.
 H2Prior = Callable[[np.ndarray], np.ndarray] | np.ndarray | None
+
+
+def check_h2_prior(name: str, prior: object) -> None:
+    """Refuse what cannot be an h2 prior (None, a callable or an array of weights)."""
+    if prior is None or callable(prior):
+        return
+    try:
+        weights = np.asarray(prior, dtype=float)
+    except (TypeError, ValueError):
+        raise InputTypeError(f"{name} must be None, a function of the grid or an array of "
+                             f"weights, got {type(prior).__name__}") from None
+    if weights.ndim != 1:
+        raise InputError(f"{name} must be one weight per grid point (1-D), got shape "
+                         f"{weights.shape}")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise InputError(f"{name} weights must be finite, non-negative and not all zero")
 
 
 def h2_log_prior(prior: H2Prior, grid: np.ndarray, what: str) -> np.ndarray:
@@ -31,15 +49,19 @@ def h2_log_prior(prior: H2Prior, grid: np.ndarray, what: str) -> np.ndarray:
     n_grid = grid.shape[1]
     if prior is None:
         weights = np.ones(n_grid)
-    elif callable(prior):
-        weights = np.asarray(prior(grid), dtype=float).reshape(-1)
     else:
-        weights = np.asarray(prior, dtype=float).reshape(-1)
+        check_h2_prior(what, prior)
+        value = prior(grid) if callable(prior) else prior
+        try:
+            weights = np.asarray(value, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            raise InputTypeError(f"{what} must return numeric weights, got "
+                                 f"{type(value).__name__}") from None
     if weights.shape != (n_grid,):
-        raise ValueError(
+        raise InputError(
             f"{what} must give one weight per grid point ({n_grid}), got {weights.shape}"
         )
     if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
-        raise ValueError(f"{what} weights must be finite, non-negative and not all zero")
+        raise InputError(f"{what} weights must be finite, non-negative and not all zero")
     with np.errstate(divide="ignore"):
         return np.log(weights / weights.sum())

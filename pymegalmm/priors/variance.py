@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InputError, InputTypeError
+from ..validate import check_float
 
 
 @dataclass(frozen=True)
@@ -24,8 +29,8 @@ class VariancePrior:
     nu: float
 
     def __post_init__(self) -> None:
-        if not (self.V > 0 and self.nu > 1):
-            raise ValueError(f"VariancePrior needs V > 0 and nu > 1, got V={self.V}, nu={self.nu}")
+        object.__setattr__(self, "V", check_float("V", self.V, low=0.0, low_open=True))
+        object.__setattr__(self, "nu", check_float("nu", self.nu, low=1.0, low_open=True))
 
     @property
     def shape(self) -> float:
@@ -46,5 +51,32 @@ class GammaPrior:
     rate: float
 
     def __post_init__(self) -> None:
-        if not (self.shape > 0 and self.rate > 0):
-            raise ValueError(f"Gamma prior needs shape > 0 and rate > 0, got {self}")
+        object.__setattr__(self, "shape", check_float("shape", self.shape, low=0.0,
+                                                      low_open=True))
+        object.__setattr__(self, "rate", check_float("rate", self.rate, low=0.0, low_open=True))
+
+
+def as_prior(name: str, value: Any, cls: type[VariancePrior] | type[GammaPrior]
+             ) -> VariancePrior | GammaPrior:
+    """``value`` as a ``cls``; a mapping with exactly its fields (R's ``list(V = , nu = )``) works.
+
+    Parameters
+    ----------
+    name : the argument's name, for messages.
+    value : a ``cls`` instance or a mapping of its fields.
+    cls : :class:`VariancePrior` or :class:`GammaPrior`.
+    """
+    fields = ("V", "nu") if cls is VariancePrior else ("shape", "rate")
+    example = ", ".join(f"{f}=..." for f in fields)
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        if set(value) != set(fields):
+            raise InputError(f"{name} must have exactly the keys {list(fields)}, got "
+                             f"{sorted(map(str, value))}; e.g. {cls.__name__}({example})")
+        try:
+            return cls(**value)
+        except (InputError, InputTypeError) as exc:
+            raise type(exc)(f"{name}: {exc}") from None
+    raise InputTypeError(f"{name} must be a {cls.__name__}({example}) or a dict with keys "
+                         f"{list(fields)}, got {type(value).__name__} {value!r}")

@@ -84,7 +84,9 @@ class RunResults:
         n_mem = self.n_means_in_memory()
         n_disk = self.store.n_draws * len(self.chains)
         if n_mem + n_disk == 0:
-            raise RuntimeError("no draws recorded yet: call sample() past burn-in first")
+            raise RuntimeError("no draws recorded yet: call sample() past burn-in first "
+                               f"(burn = {self.chains[0].recorder.burn}, iterations run = "
+                               f"{self.chains[0].nrun})")
         if n_disk == 0:
             return self.memory_means()
         disk = self.store.load_means()
@@ -112,6 +114,10 @@ class RunResults:
 
     def genetic_values(self) -> pd.DataFrame:
         """Posterior mean of ``U`` over every draw of the run, levels x traits."""
+        if self.store.n_draws == 0 and self.n_draws == 0:
+            raise RuntimeError("no draws recorded yet: call sample() past burn-in first "
+                               f"(burn = {self.chains[0].recorder.burn}, iterations run = "
+                               f"{self.chains[0].nrun})")
         if self.store.n_draws:
             parts = [self.store.load(["U"])["U"]]
             if self.n_draws:

@@ -36,6 +36,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..priors import ARDPrior, LambdaPrior
 
 if TYPE_CHECKING:
@@ -143,7 +145,7 @@ class Coordinates:
             levels = [f"{r.name}:{v}" for r in res for v in r.levels]
             level_effect = [r.name for r in res for _ in r.levels]
         return cls(
-            trait=[str(v) for v in design.traits],
+            trait=_labels(design.traits),
             factor=[f"F{i + 1}" for i in range(int(n_factors))],
             fixed=list(design.fixed_names),
             level=levels,
@@ -151,3 +153,12 @@ class Coordinates:
             row=list(design.rows),
             level_effect=level_effect,
         )
+
+
+def _labels(index: object) -> list:
+    """Trait labels as the user gave them: integers stay integers, anything else is str."""
+    values = list(index)
+    if values and all(isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
+                      for v in values):
+        return [int(v) for v in values]
+    return [str(v) for v in values]

@@ -17,6 +17,7 @@ from ..core.initialize import initial_state
 from ..core.iteration import gibbs_iteration
 from ..core.reorder import reorder_factors
 from ..core.state import ChainState
+from ..errors import SamplerError
 from .recorder import Recorder
 
 
@@ -58,12 +59,12 @@ class Chain:
         return reorder_factors(self.state, self.data, drop_cor_threshold)
 
     def check_finite(self, name: str) -> None:
-        """Raise ``FloatingPointError`` naming the first parameter with a non-finite value."""
+        """Raise ``SamplerError`` naming the first parameter with a non-finite value."""
         s = self.state
         for key in s.array_names():
             value = getattr(s, key)
             blocks = value if isinstance(value, list) else [value]
             if any(b.dtype.kind == "f" and not np.all(np.isfinite(b)) for b in blocks):
-                raise FloatingPointError(
+                raise SamplerError(
                     f"{name}: {key} has non-finite values after iteration {s.nrun}"
                 )

@@ -15,6 +15,7 @@ import xarray as xr
 
 from ..core.data import ModelData
 from ..core.state import ChainState
+from ..errors import SamplerError
 from ..results.derived import add_derived
 from ..results.functions import evaluate_function
 from ..results.schema import Coordinates
@@ -32,16 +33,19 @@ class Recorder:
     transform : the map to the user's scale.
     coords, dims : names and dims of the parameters (for user functions).
     functions : name -> function of a one-draw Dataset, evaluated on every draw.
+    label : names the chain in error messages.
     """
 
     def __init__(self, names: list[str], burn: int, thin: int, transform: UserScale,
                  coords: Coordinates, dims: Mapping[str, tuple[str, ...]],
-                 functions: Mapping[str, Callable[[xr.Dataset], Any]] | None = None) -> None:
+                 functions: Mapping[str, Callable[[xr.Dataset], Any]] | None = None,
+                 label: str = "") -> None:
         self.burn, self.thin = int(burn), int(thin)
         self.transform = transform
         self.coords, self.dims = coords, dims
         self.functions = dict(functions or {})
         self.draws = DrawStore(names)
+        self.label = f"{label}: " if label else ""
 
     def is_recorded(self, nrun: int) -> bool:
         """Whether the draw after iteration ``nrun`` is recorded."""
@@ -54,8 +58,13 @@ class Recorder:
     def record(self, s: ChainState, d: ModelData) -> None:
         """Record the chain's current state."""
         values = self.transform.parameters(s, d)
+        expected = self.transform.expected_Y(s, d)
+        for name, value in [*values.items(), ("Eta_mean", expected)]:
+            if not np.all(np.isfinite(value)):
+                raise SamplerError(f"{self.label}iteration {s.nrun}: {name} has non-finite "
+                                   "values on the user's scale")
         self.draws.add(values)
-        self.draws.add_to_mean("Eta_mean", self.transform.expected_Y(s, d))
+        self.draws.add_to_mean("Eta_mean", expected)
         self.draws.n_means += 1
         if self.functions:
             draw = self.draw_dataset(values)

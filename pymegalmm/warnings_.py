@@ -1,0 +1,58 @@
+"""Warnings about data that will fit, but not the way a user probably expects.
+
+Issued once, when the model is set up: fixed effects the data cannot identify, and
+data far from the scale the default priors assume.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .design import Design
+from .observation.base import LatentScale
+from .priors import Priors
+
+#: Variances further than this factor from the priors' scale (about 1) trigger a warning.
+SCALE_FACTOR = 100.0
+
+
+def warn_about_data(design: Design, latent: LatentScale, scale_Y: bool, priors: Priors,
+                    drop_fixed: np.ndarray) -> None:
+    """Warn about unidentifiable fixed effects and about data far from the priors' scale.
+
+    Parameters
+    ----------
+    design : the model's design (names).
+    latent : the data on the sampler's scale.
+    scale_Y : ``Control.scale_Y``.
+    priors : the model's priors.
+    drop_fixed : (t, b1) flags of fixed effects fixed at 0 per trait.
+    """
+    flagged = np.flatnonzero(drop_fixed.any(axis=0))
+    if flagged.size:
+        names = [str(design.fixed_names[c]) for c in flagged]
+        counts = [int(drop_fixed[:, c].sum()) for c in flagged]
+        detail = ", ".join(f"{n!r} ({k} of {drop_fixed.shape[0]} traits)"
+                           for n, k in zip(names, counts, strict=True))
+        warnings.warn(
+            f"fixed-effect column(s) {detail} are not identifiable from the observed cells "
+            "(collinear with earlier columns, or never observed for those traits); their "
+            "coefficients are fixed at 0 for those traits. Drop or merge them in the formula.",
+            UserWarning, stacklevel=3)
+    if scale_Y:
+        return
+    var = np.nanvar(latent.Y, axis=0, ddof=1)
+    var = var[np.isfinite(var) & (var > 0)]
+    if not var.size:
+        return
+    typical = float(np.median(var))
+    V = priors.tot_Y_var.V
+    if not V / SCALE_FACTOR <= typical <= V * SCALE_FACTOR:
+        warnings.warn(
+            f"with scale_Y=False the traits' variances (median {typical:.3g}) are far from "
+            f"the scale the priors assume (tot_Y_var V = {V:g}, factors of variance about 1): "
+            "the priors will dominate. Use scale_Y=True, rescale Y, or set "
+            "Priors(tot_Y_var=..., tot_F_var=...) on the data's scale.",
+            UserWarning, stacklevel=3)
