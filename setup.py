@@ -10,6 +10,29 @@ The compiler is probed once with a tiny OpenMP program.  If ``-fopenmp`` does no
 compile and link (e.g. Apple clang without libomp), every kernel module is built
 serially: ``prange`` loops then run on one thread and ``pymegalmm.show_config()``
 reports ``OpenMP: disabled``.  Set ``PYMEGALMM_NO_OPENMP=1`` to force a serial build.
+
+Debug build (memory checks): ``PYMEGALMM_DEBUG_BUILD=1 python setup.py build_ext --inplace``
+builds the kernels for finding memory errors and undefined behaviour instead of for
+speed (tested with GCC on Linux; ``bash tools/sanitize.sh`` does it in a throwaway
+copy and runs the kernel tests).  It changes:
+
+* Cython directives ``boundscheck=True, wraparound=True, initializedcheck=True,
+  cdivision=False``: every memoryview index is checked (``IndexError``), negative
+  indices wrap, an unassigned memoryview raises, and division by zero raises
+  ``ZeroDivisionError`` instead of giving ``inf``/``nan``;
+* compiled and linked with ``-O1 -g -fno-omit-frame-pointer
+  -fsanitize=address,undefined -fno-sanitize-recover=undefined`` (AddressSanitizer for
+  out-of-bounds and use-after-free accesses, UBSan for signed overflow, misaligned
+  loads, invalid shifts...; any UB aborts), with OpenMP as in the normal build.
+  ``-fno-wrapv`` undoes the ``-fwrapv`` that Python's own CFLAGS pass, so that signed
+  overflow in a kernel is undefined again and UBSan reports it.
+
+The generated C goes to ``build/debug-c/`` (not next to the ``.pyx`` files) and
+everything is rebuilt (``force``), because neither Cython nor ``build_ext`` notices a
+change of directives or flags.  The resulting ``.so`` files import only with the
+ASan runtime loaded first (``LD_PRELOAD``, see ``tools/sanitize.sh``); after an
+in-place debug build, go back with ``python setup.py build_ext --inplace --force``.
+With the variable unset (or ``0``) the build is the normal one, unchanged.
 """
 
 from __future__ import annotations
@@ -80,6 +103,34 @@ KERNELS_DIR = os.path.join("pymegalmm", "_kernels")
 NUMPY_RANDOM_LIB = os.path.join(os.path.dirname(np.__file__), "random", "lib")
 USES_NPYRANDOM = {"_random"}
 
+# PYMEGALMM_DEBUG_BUILD=1: bounds-checked, ASan/UBSan-instrumented kernels (see the
+# docstring); unset or 0: the normal optimised build
+DEBUG_BUILD = os.environ.get("PYMEGALMM_DEBUG_BUILD", "") not in ("", "0")
+COMPILER_DIRECTIVES = {
+    "language_level": "3",
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": False,
+}
+if DEBUG_BUILD:
+    if sys.platform == "win32":
+        raise RuntimeError("setup.py: PYMEGALMM_DEBUG_BUILD needs GCC or Clang (not MSVC)")
+    print("pymegalmm: PYMEGALMM_DEBUG_BUILD set, building bounds-checked ASan/UBSan kernels")
+    SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+    OPT_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-wrapv", *SANITIZE]
+    LINK_FLAGS = SANITIZE
+    COMPILER_DIRECTIVES.update(
+        boundscheck=True, wraparound=True, initializedcheck=True, cdivision=False
+    )
+    CYTHONIZE_OPTIONS = {"force": True, "build_dir": os.path.join("build", "debug-c")}
+    SETUP_OPTIONS = {"build_ext": {"force": True}}
+else:
+    OPT_FLAGS = ["-O3"]
+    LINK_FLAGS = []
+    CYTHONIZE_OPTIONS = {}
+    SETUP_OPTIONS = {}
+
 
 def kernel_extension(pyx: str) -> Extension:
     """Return the extension ``pymegalmm._kernels.<name>`` built from ``<name>.pyx``."""
@@ -91,8 +142,8 @@ def kernel_extension(pyx: str) -> Extension:
         include_dirs=[np.get_include()],
         library_dirs=[NUMPY_RANDOM_LIB] if npyrandom else [],
         libraries=["npyrandom", "m"] if npyrandom else ["m"],
-        extra_compile_args=["-O3", *compile_omp],
-        extra_link_args=link_omp,
+        extra_compile_args=[*OPT_FLAGS, *compile_omp],
+        extra_link_args=[*LINK_FLAGS, *link_omp],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
     )
 
@@ -107,13 +158,7 @@ if not extensions:
 
 setup(
     ext_modules=cythonize(
-        extensions,
-        compiler_directives={
-            "language_level": "3",
-            "boundscheck": False,
-            "wraparound": False,
-            "cdivision": True,
-            "initializedcheck": False,
-        },
-    )
+        extensions, compiler_directives=COMPILER_DIRECTIVES, **CYTHONIZE_OPTIONS
+    ),
+    options=SETUP_OPTIONS,
 )

@@ -119,6 +119,30 @@ def test_weighted_cross_products(n, p, t, G):
     assert_close(yWy, ref_yWy)
 
 
+def test_empty_coefficient_and_grid_dimensions():
+    """``p = 0`` coefficients and ``G = 0`` grid points: nothing to accumulate.
+
+    The kernels used to take the address of ``X[i, 0]`` / ``W_T[i, 0]`` even then:
+    never read in the normal build, but an ``IndexError`` in the bounds-checked debug
+    build (``PYMEGALMM_DEBUG_BUILD=1``, ``tools/sanitize.sh``), as ``gram[g, 0, 0]`` was
+    in ``sample_coefficients`` (``test_sample_coefficients_no_coefficients``).
+    """
+    rng = np.random.default_rng(5)
+    n, t, G = 6, 4, 3
+    X = np.zeros((n, 0))
+    Y = np.asfortranarray(rng.standard_normal((n, t)))
+    W = make_weights(rng, G, n)
+    gi = rng.integers(0, G, size=t).astype(np.intp)
+    yWy = np.full(t, np.nan)
+    K.weighted_cross_products(X, Y, W, gi, np.zeros((0, t), order="F"), yWy)
+    assert_close(yWy, ref_weighted_cross_products(X, Y, W, gi)[1])
+    W_T = np.ascontiguousarray(W.T)
+    for weights in (W_T, np.zeros((n, 0))):
+        out = np.full((t, weights.shape[1]), np.nan)
+        K.grid_sums_of_squares(Y, weights, out)
+        assert_close(out, (Y**2).T @ weights)
+
+
 def test_weighted_cross_products_rejects_bad_shapes():
     rng = np.random.default_rng(1)
     X = np.ascontiguousarray(rng.standard_normal((5, 2)))

@@ -94,6 +94,8 @@ def grid_sums_of_squares(
             for g in range(G):
                 acc[g] = 0.0
             for i in range(n):
+                if G == 0:  # W_T[i, 0] does not exist
+                    break
                 e2 = E[i, j] * E[i, j]
                 wi = &W_T[i, 0]
                 for g in range(G):

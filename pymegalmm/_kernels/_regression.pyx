@@ -51,9 +51,10 @@ def weighted_cross_products(
             for i in range(n):
                 wy = W[g, i] * Y[i, j]
                 acc = acc + wy * Y[i, j]
-                xi = &X[i, 0]
-                for l in range(p):
-                    c[l] = c[l] + xi[l] * wy
+                if p > 0:  # with p = 0, X[i, 0] does not exist
+                    xi = &X[i, 0]
+                    for l in range(p):
+                        c[l] = c[l] + xi[l] * wy
             for l in range(p):
                 XtWy[l, j] = c[l]
             yWy[j] = acc
@@ -140,8 +141,10 @@ def sample_coefficients(
         xr = <double *> malloc((p_pen + 1) * sizeof(double))
         for j in prange(t, schedule="static"):
             g = gram_index[j]
-            # P = gram + diag(prior), column-major view (symmetric, so identical)
-            memcpy(P, &gram[g, 0, 0], p * p * sizeof(double))
+            # P = gram + diag(prior), column-major view (symmetric, so identical); with
+            # p = 0, gram[g, 0, 0] does not exist (and P may be NULL): nothing to copy
+            if p > 0:
+                memcpy(P, &gram[g, 0, 0], p * p * sizeof(double))
             for l in range(p_pen):
                 P[l * p + l] = P[l * p + l] + prior_prec[l, j]
             if has_drop:
