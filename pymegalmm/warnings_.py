@@ -1,7 +1,8 @@
 """Warnings about data that will fit, but not the way a user probably expects.
 
-Issued once, when the model is set up: fixed effects the data cannot identify, and
-data far from the scale the default priors assume.
+Issued once, when the model is set up: fixed effects the data cannot identify,
+data far from the scale the default priors assume, and relationship matrices far
+from the scale of a relationship matrix.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from .priors import Priors
 
 #: Variances further than this factor from the priors' scale (about 1) trigger a warning.
 SCALE_FACTOR = 100.0
+#: A relationship matrix whose mean diagonal is further than this factor from 1 warns.
+K_SCALE_FACTOR = 10.0
 
 
 def warn_about_data(design: Design, latent: LatentScale, scale_Y: bool, priors: Priors,
                     drop_fixed: np.ndarray) -> None:
-    """Warn about unidentifiable fixed effects and about data far from the priors' scale.
+    """Warn about unidentifiable fixed effects and data or K far from the priors' scale.
 
     Parameters
     ----------
@@ -30,6 +33,15 @@ def warn_about_data(design: Design, latent: LatentScale, scale_Y: bool, priors: 
     priors : the model's priors.
     drop_fixed : (t, b1) flags of fixed effects fixed at 0 per trait.
     """
+    for re in design.random:
+        scale = float(np.mean(np.diag(re.K)))
+        if not 1 / K_SCALE_FACTOR <= scale <= K_SCALE_FACTOR:
+            warnings.warn(
+                f"the relationship matrix of {re.group!r} has mean diagonal {scale:.3g}; the "
+                "priors and the h2 grid assume K scaled like a relationship matrix (mean "
+                f"diagonal about 1): divide K by its mean diagonal (relmat={{{re.group!r}: "
+                "K / np.mean(np.diag(K))}), which changes nothing but the scale of its "
+                "variance", UserWarning, stacklevel=3)
     flagged = np.flatnonzero(drop_fixed.any(axis=0))
     if flagged.size:
         names = [str(design.fixed_names[c]) for c in flagged]
@@ -43,7 +55,8 @@ def warn_about_data(design: Design, latent: LatentScale, scale_Y: bool, priors: 
             UserWarning, stacklevel=3)
     if scale_Y:
         return
-    var = np.nanvar(latent.Y, axis=0, ddof=1)
+    enough = np.sum(latent.observed, axis=0) >= 2
+    var = np.nanvar(latent.Y[:, enough], axis=0, ddof=1)
     var = var[np.isfinite(var) & (var > 0)]
     if not var.size:
         return

@@ -167,3 +167,18 @@ def test_two_models_in_two_threads_match_running_them_in_turn(sim):
         da, db = draws(a), draws(b)
         for name in da:
             np.testing.assert_array_equal(da[name], db[name], err_msg=name)
+
+
+def test_relationship_matrix_far_from_unit_diagonal_warns(sim):
+    with pytest.warns(UserWarning, match=r"'ID' has mean diagonal 3[0-9.]*; .*divide K"):
+        MegaLMM(sim.Y, sim.formula, data=sim.data, relmat={"ID": sim.K * 35}, n_factors=2,
+                h2_divisions=6, verbose=False)
+
+
+def test_trait_with_one_observation_gives_one_clear_error_and_no_numpy_warning(sim):
+    Y = sim.Y.copy()
+    Y.iloc[1:, 3] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Degrees of freedom <= 0" from numpy
+        with pytest.raises(ValueError, match=r"trait\(s\) \['T04'\] have fewer than 2"):
+            fit(sim, Y=Y)

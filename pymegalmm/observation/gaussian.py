@@ -7,6 +7,7 @@ every block are only predicted (a missing-data map, :mod:`pymegalmm.observation.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,9 @@ class GaussianMissing(ObservationModel):
         if scale:
             center = np.nanmean(Y, axis=0)
             n_obs = np.sum(~np.isnan(Y), axis=0)
-            sd = np.nanstd(Y, axis=0, ddof=1)
+            with warnings.catch_warnings():  # traits with < 2 observations: reported below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                sd = np.nanstd(Y, axis=0, ddof=1)
             bad = [str(traits[j]) for j in np.flatnonzero((n_obs < 2) | ~(sd > 0))]
             if bad:
                 raise ValueError(
