@@ -22,8 +22,12 @@ class InputTypeError(MegaLMMError, TypeError):
     """An argument has a type pymegalmm cannot use."""
 
 
-class LabelError(MegaLMMError, KeyError):
-    """A name or label (trait, level, variable, column) is missing or does not match."""
+class LabelError(MegaLMMError, KeyError, ValueError):
+    """A name or label (trait, level, variable, column) is missing or does not match.
+
+    Also a ``ValueError``: code written against earlier versions, which raised
+    ``ValueError`` for some of these, keeps working.
+    """
 
     def __str__(self) -> str:  # KeyError would show the message quoted, as a repr
         return str(self.args[0]) if self.args else ""

@@ -28,12 +28,18 @@ from .core.grid import make_h2_grid
 from .core.precompute import build_model_data, check_memory, group_bytes
 from .core.state import ChainState
 from .design import Design, build_design
-from .errors import ConcurrencyError, InputTypeError
+from .errors import ConcurrencyError, InputError, InputTypeError
 from .linalg import sampling_threads, single_threaded_blas
 from .observation import GaussianMissing, MissingDataMap, ObservationModel
 from .priors import Priors
 from .results.run_results import RunResults
-from .results.schema import Coordinates, default_record, param_descriptions, param_dims
+from .results.schema import (
+    DERIVED_NEEDS,
+    Coordinates,
+    default_record,
+    param_descriptions,
+    param_dims,
+)
 from .run import Chain, DrawStore, PosteriorStore, Recorder, UserScale
 from .validate import (
     check_bool,
@@ -171,7 +177,8 @@ class MegaLMM:
         self._dims = param_dims(self.priors.Lambda_prior)
         self.record = (default_record(self.priors.Lambda_prior) if record is None
                        else check_names("record", record, self._dims))
-        self.functions = check_functions(functions)
+        self.functions = check_functions(
+            functions, [*self._dims, *DERIVED_NEEDS, "Eta_mean"])
         self.verbose = check_bool("verbose", verbose)
         self.store = PosteriorStore(check_path("run_dir", run_dir))
         self._lock = threading.Lock()
@@ -377,8 +384,12 @@ class MegaLMM:
         try:
             observation = replace(self.observation, missing_data_map=mdmap)
         except TypeError as exc:
-            raise TypeError(f"{type(self.observation).__name__} takes no missing-data "
-                            "map") from exc
+            raise InputTypeError(f"{type(self.observation).__name__} takes no missing-data "
+                                 "map (mdmap)") from exc
+        try:
+            mdmap.validate(self.latent.observed)
+        except ValueError as exc:
+            raise InputError(f"mdmap does not fit this model's Y: {exc}") from exc
         self._build(observation)
         return self
 
@@ -462,10 +473,11 @@ class MegaLMM:
 
         Draws still in memory are not included: call :meth:`save_posterior_chunk` first.
         """
-        if isinstance(names, str):
-            names = [names]
-        return self.store.load(None if names is None else list(names),
-                               lazy=check_bool("lazy", lazy))
+        lazy = check_bool("lazy", lazy)
+        if names is not None and self.store.n_draws:
+            names = check_names("names", [names] if isinstance(names, str) else names,
+                                self.store.load().data_vars)
+        return self.store.load(names, lazy=lazy)
 
     def reload_posterior(self) -> xr.Dataset:
         """Every draw of the run, saved and in memory, read into memory.

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, LabelError
 
 
 def _describe(value: Any) -> str:
@@ -95,15 +95,15 @@ def check_names(name: str, value: Any, allowed: Iterable[str]) -> list[str]:
         raise InputTypeError(f"{name} must hold names (str), got {bad[:5]}")
     unknown = [v for v in names if v not in allowed]
     if unknown:
-        raise InputError(f"{name}: cannot use {unknown}; choose among {sorted(allowed)}")
+        raise LabelError(f"{name}: cannot use {unknown}; choose among {sorted(allowed)}")
     dup = sorted({v for v in names if names.count(v) > 1})
     if dup:
         raise InputError(f"{name} names {dup} more than once")
     return names
 
 
-def check_functions(value: Any) -> dict[str, Any]:
-    """``functions``: a mapping of names (str) to callables, or None."""
+def check_functions(value: Any, taken: Iterable[str] = ()) -> dict[str, Any]:
+    """``functions``: a mapping of names (str) to callables, or None; names not in ``taken``."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -115,15 +115,24 @@ def check_functions(value: Any) -> dict[str, Any]:
         if not callable(fn):
             raise InputTypeError(f"functions[{key!r}] must be callable, got "
                                  f"{type(fn).__name__}")
+    clash = sorted(set(value) & set(taken))
+    if clash:
+        raise InputError(f"functions: the name(s) {clash} are taken by the posterior's own "
+                         "variables; choose other names")
     return dict(value)
 
 
 def check_path(name: str, value: Any) -> Path:
     """A path (str or path-like) that is not an existing file."""
-    if not isinstance(value, str | os.PathLike) or (isinstance(value, str) and not value):
-        raise InputTypeError(f"{name} must be a non-empty path (str or os.PathLike), got "
+    if not isinstance(value, str | os.PathLike):
+        raise InputTypeError(f"{name} must be a path (str or os.PathLike), got "
                              f"{_describe(value)}")
+    if not os.fspath(value):
+        raise InputError(f"{name} must not be empty (it would be the current directory); "
+                         "give a folder name, e.g. 'MegaLMM_run'")
     path = Path(value)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{name} {str(path)!r} is an existing file, not a directory")
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise InputError(f"{name} {str(path)!r}: {str(p)!r} is an existing file, not a "
+                             "directory")
     return path

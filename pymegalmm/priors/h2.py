@@ -51,7 +51,11 @@ def h2_log_prior(prior: H2Prior, grid: np.ndarray, what: str) -> np.ndarray:
         weights = np.ones(n_grid)
     else:
         check_h2_prior(what, prior)
-        value = prior(grid) if callable(prior) else prior
+        try:
+            value = prior(grid) if callable(prior) else prior
+        except Exception as exc:
+            raise InputTypeError(f"{what}: calling it with the (m, G) grid failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
         try:
             weights = np.asarray(value, dtype=float).reshape(-1)
         except (TypeError, ValueError):

@@ -46,6 +46,11 @@ class RunResults:
         """Recorded draws per chain, in memory."""
         return len(self.chains[0].recorder.draws)
 
+    def _no_draws(self, where: str) -> str:
+        chain = self.chains[0]
+        return (f"no draws {where} yet: call sample() past burn-in (burn = "
+                f"{chain.recorder.burn}, iterations run = {chain.nrun})")
+
     def covariances_fit(self, n_draws: int) -> bool:
         """Whether G and R for ``n_draws`` draws per chain stay within DERIVED_MEMORY_LIMIT."""
         t, m = len(self.coords.trait), len(self.coords.component)
@@ -53,6 +58,9 @@ class RunResults:
 
     def posterior(self) -> xr.Dataset:
         """Draws in memory plus ``U``, ``h2`` (and ``G``, ``R`` when small enough)."""
+        if self.n_draws == 0:
+            raise RuntimeError(self._no_draws("in memory") + "; draws saved with "
+                               "save_posterior_chunk() are in load_posterior()")
         ds = draws_to_dataset([c.recorder.draws for c in self.chains], self.coords,
                               self.dims, self.descriptions)
         fit = self.covariances_fit(self.n_draws)
@@ -84,9 +92,7 @@ class RunResults:
         n_mem = self.n_means_in_memory()
         n_disk = self.store.n_draws * len(self.chains)
         if n_mem + n_disk == 0:
-            raise RuntimeError("no draws recorded yet: call sample() past burn-in first "
-                               f"(burn = {self.chains[0].recorder.burn}, iterations run = "
-                               f"{self.chains[0].nrun})")
+            raise RuntimeError(self._no_draws("recorded"))
         if n_disk == 0:
             return self.memory_means()
         disk = self.store.load_means()
@@ -103,7 +109,7 @@ class RunResults:
         if self.n_draws:
             parts.append(self.posterior())
         if not parts:
-            raise RuntimeError("no draws recorded yet: call sample() past burn-in first")
+            raise RuntimeError(self._no_draws("recorded"))
         ds = xr.concat(parts, dim="draw", data_vars="all", coords="minimal",
                        compat="override", join="override") if len(parts) > 1 else parts[0]
         return ds.assign_coords(draw=np.arange(ds.sizes["draw"]))
@@ -115,9 +121,7 @@ class RunResults:
     def genetic_values(self) -> pd.DataFrame:
         """Posterior mean of ``U`` over every draw of the run, levels x traits."""
         if self.store.n_draws == 0 and self.n_draws == 0:
-            raise RuntimeError("no draws recorded yet: call sample() past burn-in first "
-                               f"(burn = {self.chains[0].recorder.burn}, iterations run = "
-                               f"{self.chains[0].nrun})")
+            raise RuntimeError(self._no_draws("recorded"))
         if self.store.n_draws:
             parts = [self.store.load(["U"])["U"]]
             if self.n_draws:

@@ -315,7 +315,8 @@ class PosteriorStore:
         """
         if not self._has_group(_DRAWS):
             raise FileNotFoundError(
-                f"no posterior chunk was saved in {str(self.path)!r} yet"
+                f"no posterior chunk was saved in {str(self.path)!r} yet: call "
+                "save_posterior_chunk() after sampling"
             )
         if names is not None:
             if isinstance(names, str):
