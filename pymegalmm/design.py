@@ -329,23 +329,25 @@ def _format_columns(data: pd.DataFrame, limit: int = 30) -> str:
 
 
 def _check_variables(names: list[str], data: pd.DataFrame, where: str) -> None:
-    """Raise a KeyError for the first name that is not a column of ``data``."""
+    """Raise a LabelError (a KeyError) for the first name that is not a column of ``data``."""
     for name in names:
         if name not in data.columns:
-            raise KeyError(
+            raise LabelError(
                 f"unknown variable {name!r} in {where}: it is not a column of data. "
                 f"Available columns: {_format_columns(data)}"
             )
 
 
 def _translate_formulaic_error(exc: Exception, where: str, data: pd.DataFrame) -> Exception:
-    """Turn a formulaic materialisation error into a KeyError/ValueError with context."""
-    message = str(exc)
+    """Turn a formulaic materialisation error into a LabelError/InputError with context."""
+    message = str(exc) or type(exc).__name__
     if "NameError" in message or "is not present in the dataset" in message:
-        return KeyError(
+        return LabelError(
             f"cannot evaluate {where!r}: {message} Available columns: {_format_columns(data)}"
         )
-    return ValueError(f"cannot build the design for {where!r}: {message}")
+    if not isinstance(exc, FormulaicError):
+        message = f"{type(exc).__name__}: {message}"
+    return InputError(f"cannot build the design for {where!r}: {message}")
 
 
 def _label_keys(values: Any) -> np.ndarray:
@@ -383,7 +385,9 @@ def _group_keys(data: pd.DataFrame, variables: tuple[str, ...]) -> np.ndarray:
 
 def _observed_levels(data: pd.DataFrame, variables: tuple[str, ...]) -> tuple[pd.Index, np.ndarray]:
     """Levels present in ``data`` (sorted by the variables' values) and their keys."""
-    frame = data[list(variables)].drop_duplicates()
+    frame = data[list(variables)]
+    # one row per level key; not drop_duplicates, which merges 1 and True (equal in Python)
+    frame = frame[~pd.Index(_group_keys(frame, variables)).duplicated()]
     try:
         frame = frame.sort_values(list(variables), kind="mergesort")
     except TypeError:  # unorderable mixed types: sort by key instead
@@ -558,24 +562,39 @@ def _reduce_rank(K: np.ndarray, group: str, tol: float) -> tuple[np.ndarray, np.
 # --------------------------------------------------------------------------------------
 
 
+def _numeric_design(mm: pd.DataFrame, where: str) -> np.ndarray:
+    """A formulaic model matrix as float64; InputError naming a non-numeric column."""
+    try:
+        return mm.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        bad = [
+            str(c) for c in mm.columns
+            if not (pd.api.types.is_numeric_dtype(mm[c]) or pd.api.types.is_bool_dtype(mm[c]))
+        ]
+        raise InputError(
+            f"{where} gives non-numeric design columns {bad[:5] or list(mm.columns[:5])} "
+            f"({exc}); a Python expression in the formula must give numbers"
+        ) from exc
+
+
 def _lhs_design(term: RandomTerm, data: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """Left-hand design of a random term (formulaic), as float64 columns and names."""
     if term.lhs.strip() == "1":
         return np.ones((len(data), 1)), ["Intercept"]
     try:
         mm = model_matrix(term.lhs, data, na_action="raise", output="pandas")
-    except FormulaicError as exc:
+    except Exception as exc:  # formulaic runs the formula's Python code: anything can fail
         raise _translate_formulaic_error(exc, term.text, data) from exc
     names = [str(c) for c in mm.columns]
     if not names:
-        raise ValueError(
+        raise InputError(
             f"random-effect term {term.text!r} at column {term.position + 1} has no columns "
             "on its left-hand side; write (1|g) for a random intercept"
         )
-    values = mm.to_numpy(dtype=np.float64)
+    values = _numeric_design(mm, f"the left-hand side of random-effect term {term.text!r}")
     if not np.all(np.isfinite(values)):
         bad = names[int(np.argmax(~np.isfinite(values).all(axis=0)))]
-        raise ValueError(
+        raise InputError(
             f"the left-hand side of random-effect term {term.text!r} has non-finite values "
             f"in column {bad!r}"
         )
@@ -747,6 +766,13 @@ def build_design(
     lhs_vars: list[str] = []
     for term in parsed.random:
         _check_variables(list(term.group_variables), data, f"random-effect term {term.text!r}")
+        repeated = [v for i, v in enumerate(term.group_variables) if v in term.group_variables[:i]]
+        if repeated:
+            raise InputError(
+                f"random-effect term {term.text!r} at column {term.position + 1} of formula "
+                f"{formula!r}: variable {repeated[0]!r} appears more than once in its grouping "
+                f"factor {term.group!r}; name each variable once, e.g. (1|Line:Env)"
+            )
         group_vars.extend(v for v in term.group_variables if v not in group_vars)
         if term.lhs.strip() != "1":
             names = sorted(Formula(term.lhs).required_variables)
@@ -816,12 +842,16 @@ def build_design(
     except FormulaicError as exc:
         raise _translate_formulaic_error(exc, parsed.fixed, data) from exc
     except ValueError as exc:
-        raise ValueError(f"cannot build the fixed design {parsed.fixed!r}: {exc}") from exc
-    X1 = np.ascontiguousarray(mm.to_numpy(dtype=np.float64))
+        raise InputError(f"cannot build the fixed design {parsed.fixed!r}: {exc}") from exc
+    except Exception as exc:  # formulaic runs the formula's Python code: anything can fail
+        raise _translate_formulaic_error(exc, parsed.fixed, data) from exc
+    X1 = np.ascontiguousarray(_numeric_design(mm, f"the fixed part {parsed.fixed!r}"))
     fixed_names = [str(c) for c in mm.columns]
     if not np.all(np.isfinite(X1)):
         bad_col = fixed_names[int(np.argmax(~np.isfinite(X1).all(axis=0)))]
-        raise ValueError(f"fixed-effect column {bad_col!r} has non-finite values")
+        raise InputError(
+            f"fixed-effect column {bad_col!r} of {parsed.fixed!r} has non-finite values"
+        )
 
     # ---- random part -----------------------------------------------------------------
     per_group: dict[str, tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -856,9 +886,10 @@ def build_design(
         for j, column in enumerate(names):
             name = term.group if column == "Intercept" else f"{term.group}:{column}"
             if any(eff.name == name for eff in random):
-                raise ValueError(
-                    f"random-effect component {name!r} appears twice (from {term.text!r}); "
-                    "remove the duplicate term"
+                raise InputError(
+                    f"random-effect component {name!r} appears twice (from {term.text!r} at "
+                    f"column {term.position + 1} of formula {formula!r}); remove the duplicate "
+                    "term"
                 )
             Z = scipy.sparse.csr_matrix(
                 (values[:, j], (np.arange(n), col)), shape=(n, len(levels)), dtype=np.float64
