@@ -31,7 +31,7 @@ import scipy.sparse
 from formulaic import Formula, model_matrix
 from formulaic.errors import DataMismatchWarning, FormulaicError
 
-from .errors import InputError, LabelError
+from .errors import InputError, InputTypeError, LabelError
 from .formula import ParsedFormula, RandomTerm, parse_formula
 
 __all__ = ["RandomEffect", "Design", "build_design"]
@@ -288,6 +288,9 @@ def _as_trait_matrix(Y: Any) -> tuple[np.ndarray, pd.Index, pd.Index | None]:
         for name in names:
             col = Y[name]
             dtype = col.dtype
+            if pd.api.types.is_complex_dtype(dtype):
+                raise InputTypeError(f"trait column {name!r} of Y has complex values; pass "
+                                     "real numbers")
             if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
                 raise ValueError(
                     f"trait column {name!r} of Y is not numeric (dtype {dtype}); "
@@ -298,8 +301,17 @@ def _as_trait_matrix(Y: Any) -> tuple[np.ndarray, pd.Index, pd.Index | None]:
         return np.ascontiguousarray(arr, dtype=np.float64), names, pd.Index(Y.index)
 
     if scipy.sparse.issparse(Y):
-        raise ValueError("Y must be dense (NaN marks missing values); use Y.toarray()")
+        raise InputTypeError("Y must be dense (NaN marks missing values); use Y.toarray()")
+    if not (isinstance(Y, np.ndarray | list | tuple) or hasattr(Y, "__array__")):
+        raise InputTypeError(f"Y must be a pandas DataFrame or a 2-D numeric array (n x t), "
+                             f"got {type(Y).__name__}")
     arr = np.asarray(Y)
+    if arr.ndim == 0:
+        raise InputTypeError(f"Y must be a pandas DataFrame or a 2-D numeric array (n x t), "
+                             f"got a scalar {type(Y).__name__}")
+    if arr.dtype.kind == "c":
+        raise InputTypeError("Y has complex values; pass real numbers (e.g. np.real(Y) or "
+                             "np.abs(Y))")
     if arr.ndim != 2:
         raise ValueError(
             f"Y must be a 2-D array or DataFrame (n x t), got {arr.ndim} dimension(s); "
@@ -450,7 +462,7 @@ def _relmat_entry(group: str, value: Any) -> tuple[np.ndarray, pd.Index]:
     elif isinstance(value, Mapping):
         unknown = set(value) - {"K", "K_inv", "levels"}
         if unknown:
-            raise ValueError(
+            raise LabelError(
                 f"{what} has unknown keys {sorted(unknown)}; use {{'K': ..., 'levels': ...}} "
                 "or {'K_inv': ..., 'levels': ...}"
             )
@@ -466,7 +478,7 @@ def _relmat_entry(group: str, value: Any) -> tuple[np.ndarray, pd.Index]:
                 "of its rows) or pass a DataFrame whose index and columns are the level names"
             )
     else:
-        raise ValueError(
+        raise InputTypeError(
             f"{what} must be a pandas DataFrame (index == columns == level names) or a dict "
             f"{{'K': matrix, 'levels': names}} / {{'K_inv': matrix, 'levels': names}}; got "
             f"{type(value).__name__}"
@@ -484,7 +496,7 @@ def _relmat_entry(group: str, value: Any) -> tuple[np.ndarray, pd.Index]:
                 K_obj = K_obj.iloc[:, order]
             else:
                 only_rows = [x for x in index if x not in set(columns)][:5]
-                raise ValueError(
+                raise LabelError(
                     f"{what}: the names of its index and columns differ (e.g. {only_rows} are "
                     "row names but not column names); use the same level names for both"
                 )
@@ -527,7 +539,7 @@ def _relmat_entry(group: str, value: Any) -> tuple[np.ndarray, pd.Index]:
 def _reduce_rank(K: np.ndarray, group: str, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(L, K_tilde)`` with ``K ~= L K_tilde L'``; check that ``K`` is PSD."""
     r = K.shape[0]
-    what = f"the covariance K of random effect {group!r}"
+    what = f"relmat[{group!r}]: the covariance K of random effect {group!r}"
     off_diagonal = K - np.diag(np.diag(K))
     if not np.any(off_diagonal):
         eigvals = np.diag(K).copy()
@@ -743,6 +755,10 @@ def build_design(
     """
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if data.columns.has_duplicates:
+        dup = list(data.columns[data.columns.duplicated()].unique())
+        raise InputError(f"data has duplicate column names {dup[:10]}; give every column a "
+                         "unique name")
     parsed = parse_formula(formula)
     if K_eigen_tol < 0 or not np.isfinite(K_eigen_tol):
         raise ValueError(f"K_eigen_tol must be a finite non-negative number, got {K_eigen_tol}")
@@ -779,11 +795,17 @@ def build_design(
             _check_variables(names, data, f"random-effect term {term.text!r}")
             lhs_vars.extend(v for v in names if v not in lhs_vars)
 
-    relmat = dict(relmat or {})
+    if relmat is None:
+        relmat = {}
+    if not isinstance(relmat, Mapping):
+        raise InputTypeError(
+            f"relmat must be a dict of grouping factor -> K, e.g. {{'Line': K}}, got "
+            f"{type(relmat).__name__}")
+    relmat = dict(relmat)
     groups_in_formula = list(dict.fromkeys(term.group for term in parsed.random))
     for key in relmat:
         if key not in groups_in_formula:
-            raise ValueError(
+            raise LabelError(
                 f"relmat has an entry {key!r} that matches no random-effect grouping factor; "
                 f"the formula's grouping factors are {groups_in_formula} (for (1|a:b) the key "
                 "is 'a:b')"
@@ -808,6 +830,7 @@ def build_design(
             no_covariate |= na
     drop = no_trait | no_group | no_covariate
     dropped: dict[str, int] = {}
+    detail = ""
     if drop.any():
         if no_trait.any():
             dropped["rows with every trait missing"] = int(no_trait.sum())
@@ -823,7 +846,10 @@ def build_design(
         )
     keep = np.flatnonzero(~drop)
     if keep.size == 0:
-        raise ValueError("no rows left after dropping rows with missing values")
+        raise InputError(
+            f"no rows left after dropping rows with missing values in Y or data ({detail}); "
+            "every row needs an observed trait in Y and its grouping and fixed-effect "
+            "variables in data")
     Yk = np.ascontiguousarray(Yarr[keep])
     empty = np.isnan(Yk).all(axis=0)
     if empty.any():
@@ -850,7 +876,8 @@ def build_design(
     if not np.all(np.isfinite(X1)):
         bad_col = fixed_names[int(np.argmax(~np.isfinite(X1).all(axis=0)))]
         raise InputError(
-            f"fixed-effect column {bad_col!r} of {parsed.fixed!r} has non-finite values"
+            f"fixed-effect column {bad_col!r} of {parsed.fixed!r} has non-finite values; "
+            "check the variables of data it is built from (inf is not a missing value: use NaN)"
         )
 
     # ---- random part -----------------------------------------------------------------

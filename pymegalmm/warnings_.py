@@ -42,17 +42,19 @@ def warn_about_data(design: Design, latent: LatentScale, scale_Y: bool, priors: 
                 f"diagonal about 1): divide K by its mean diagonal (relmat={{{re.group!r}: "
                 "K / np.mean(np.diag(K))}), which changes nothing but the scale of its "
                 "variance", UserWarning, stacklevel=3)
-    flagged = np.flatnonzero(drop_fixed.any(axis=0))
-    if flagged.size:
-        names = [str(design.fixed_names[c]) for c in flagged]
-        counts = [int(drop_fixed[:, c].sum()) for c in flagged]
-        detail = ", ".join(f"{n!r} ({k} of {drop_fixed.shape[0]} traits)"
-                           for n, k in zip(names, counts, strict=True))
-        warnings.warn(
-            f"fixed-effect column(s) {detail} are not identifiable from the observed cells "
-            "(collinear with earlier columns, or never observed for those traits); their "
-            "coefficients are fixed at 0 for those traits. Drop or merge them in the formula.",
-            UserWarning, stacklevel=3)
+    t = drop_fixed.shape[0]
+    for c in np.flatnonzero(drop_fixed.any(axis=0)):
+        name, k = str(design.fixed_names[c]), int(drop_fixed[:, c].sum())
+        if k == t:
+            message = (f"fixed-effect column {name!r} is not identifiable for any trait "
+                       "(a linear combination of earlier columns); its coefficients are fixed "
+                       "at 0. Drop it from the formula.")
+        else:
+            message = (f"fixed-effect column {name!r} is not identifiable from the observed "
+                       f"cells of {k} of {t} traits (e.g. a level never observed in those "
+                       "traits); its coefficient is fixed at 0 for those traits, as R MegaLMM "
+                       "does.")
+        warnings.warn(message, UserWarning, stacklevel=3)
     if scale_Y:
         return
     enough = np.sum(latent.observed, axis=0) >= 2

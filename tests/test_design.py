@@ -356,7 +356,8 @@ def test_K_columns_in_other_order_are_aligned(trial):
 
 def test_unlabelled_K_and_bad_relmat_key(trial):
     Y, data, Kdf = trial
-    with pytest.raises(ValueError, match=r"relmat\['Line'\].*DataFrame"):
+    # a wrong type of entry is a TypeError (it was a ValueError before the reliability work)
+    with pytest.raises(TypeError, match=r"relmat\['Line'\].*DataFrame"):
         build_design(Y, "~ (1|Line)", data, relmat={"Line": Kdf.to_numpy()})
     with pytest.raises(ValueError, match=r"relmat\['Line'\]\['K'\].*levels"):
         build_design(Y, "~ (1|Line)", data, relmat={"Line": {"K": Kdf.to_numpy()}})

@@ -39,7 +39,7 @@ def draws(m):
 def test_collinear_fixed_effect_warns_naming_the_column(sim):
     data = sim.data.assign(x=np.linspace(-1, 1, len(sim.data)))
     data = data.assign(x2=2 * data["x"])
-    with pytest.warns(UserWarning, match=r"'x2' \(5 of 5 traits\).*not identifiable"):
+    with pytest.warns(UserWarning, match=r"'x2' is not identifiable for any trait"):
         m = fit(sim, data=data, formula="~ x + x2 + (1|ID)")
     m.sample(6, progress=False)
     assert np.all(m.posterior["B1"].sel(fixed="x2").values == 0.0)
@@ -180,5 +180,14 @@ def test_trait_with_one_observation_gives_one_clear_error_and_no_numpy_warning(s
     Y.iloc[1:, 3] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "Degrees of freedom <= 0" from numpy
-        with pytest.raises(ValueError, match=r"trait\(s\) \['T04'\] have fewer than 2"):
+        with pytest.raises(ValueError, match=r"trait\(s\) \['T04'\] of Y have fewer than 2"):
             fit(sim, Y=Y)
+
+
+def test_level_never_observed_in_some_traits_warns_with_the_count(sim):
+    data = sim.data.assign(Pop=np.where(np.arange(len(sim.data)) % 2, "A", "B"))
+    Y = sim.Y.copy()
+    Y.loc[(data["Pop"] == "B").to_numpy(), "T01"] = np.nan  # T01 never observed in B
+    with pytest.warns(UserWarning, match=r"'Pop\[T.B\]' is not identifiable from the observed "
+                                         r"cells of 1 of 5 traits"):
+        fit(sim, Y=Y, data=data, formula="~ Pop + (1|ID)")

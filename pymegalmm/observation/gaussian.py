@@ -45,7 +45,7 @@ class GaussianMissing(ObservationModel):
             bad = [str(traits[j]) for j in np.flatnonzero((n_obs < 2) | ~(sd > 0))]
             if bad:
                 raise ValueError(
-                    f"trait(s) {bad[:10]} have fewer than 2 observations or no variation; "
+                    f"trait(s) {bad[:10]} of Y have fewer than 2 observations or no variation; "
                     "remove them or set scale_Y=False"
                 )
         else:
