@@ -465,7 +465,11 @@ class MegaLMM:
         The running sums of the posterior means go along, so :attr:`posterior_means`
         stays exact.  R: ``save_posterior_chunk``.  Returns the draws per chain written.
         """
-        return self._results.save_chunk()
+        try:
+            return self._results.save_chunk()
+        except OSError as exc:
+            raise OSError(exc.errno, f"run_dir {str(self.store.path)!r} cannot be written: "
+                          f"{exc.strerror or exc}") from exc
 
     def load_posterior(self, names: Iterable[str] | None = None, lazy: bool = True
                        ) -> xr.Dataset:

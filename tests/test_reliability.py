@@ -191,3 +191,16 @@ def test_level_never_observed_in_some_traits_warns_with_the_count(sim):
     with pytest.warns(UserWarning, match=r"'Pop\[T.B\]' is not identifiable from the observed "
                                          r"cells of 1 of 5 traits"):
         fit(sim, Y=Y, data=data, formula="~ Pop + (1|ID)")
+
+
+@pytest.mark.parametrize("scale_Y", [True, False])
+def test_constant_trait_is_refused_whatever_the_scaling(sim, scale_Y):
+    Y = sim.Y.assign(T05=3.0)
+    with pytest.raises(ValueError, match=r"\['T05'\] of Y have"):
+        fit(sim, Y=Y, scale_Y=scale_Y)
+
+
+def test_unwritable_run_dir_names_it(sim, tmp_path):
+    m = fit(sim, run_dir="/proc/pymegalmm_cannot_be_here").sample(6, progress=False)
+    with pytest.raises(OSError, match=r"run_dir '/proc/pymegalmm_cannot_be_here' cannot be"):
+        m.save_posterior_chunk()

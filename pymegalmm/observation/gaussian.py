@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import InputError
 from .base import LatentScale, ObservationModel
 from .maps import MissingDataMap
 
@@ -44,11 +45,17 @@ class GaussianMissing(ObservationModel):
                 sd = np.nanstd(Y, axis=0, ddof=1)
             bad = [str(traits[j]) for j in np.flatnonzero((n_obs < 2) | ~(sd > 0))]
             if bad:
-                raise ValueError(
+                raise InputError(
                     f"trait(s) {bad[:10]} of Y have fewer than 2 observations or no variation; "
                     "remove them or set scale_Y=False"
                 )
         else:
+            n_obs = np.sum(~np.isnan(Y), axis=0)
+            constant = [str(traits[j]) for j in np.flatnonzero(n_obs >= 2)
+                        if np.nanmin(Y[:, j]) == np.nanmax(Y[:, j])]
+            if constant:
+                raise InputError(f"trait(s) {constant[:10]} of Y have no variation (every "
+                                 "observed value is the same); remove them")
             center, sd = np.zeros(Y.shape[1]), np.ones(Y.shape[1])
         return LatentScale(np.asfortranarray((Y - center) / sd), center, sd)
 
