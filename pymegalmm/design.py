@@ -230,6 +230,62 @@ class Design:
             raise ValueError("new_data produced different fixed-effect columns")
         return X
 
+    def random_for(self, new_data: pd.DataFrame) -> scipy.sparse.csr_matrix:
+        """Random-effect design of new rows over every level of every random effect.
+
+        Columns follow the posterior's ``level`` dim (the levels of each random
+        effect in order, effects stacked), so ``random_for(new) @ U`` gives the
+        genetic values of the new rows.
+
+        Parameters
+        ----------
+        new_data : pandas.DataFrame
+            New rows with the grouping variables (and left-hand-side variables)
+            of the formula's random terms.
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix
+            ``len(new_data) x sum(n_levels)``.
+
+        Raises
+        ------
+        KeyError
+            If a variable is missing from ``new_data`` or a level is not a level of
+            the model (for a relmat, a level of its ``K``).
+        ValueError
+            If a grouping variable has missing values.
+        """
+        if not isinstance(new_data, pd.DataFrame):
+            raise InputTypeError(f"new_data must be a pandas DataFrame, got "
+                                 f"{type(new_data).__name__}")
+        blocks: dict[str, scipy.sparse.csr_matrix] = {}
+        n = len(new_data)
+        for term in self.formula.random:
+            _check_variables(list(term.group_variables), new_data,
+                             f"random-effect term {term.text!r} (new_data)")
+            for v in term.group_variables:
+                if pd.isna(new_data[v]).any():
+                    raise InputError(f"new_data's grouping variable {v!r} has missing values")
+            effects = [eff for eff in self.random if eff.group == term.group]
+            levels = effects[0].levels
+            col = pd.Index(_label_keys(levels)).get_indexer(
+                _group_keys(new_data, term.group_variables))
+            if (col < 0).any():
+                keys = _group_keys(new_data, term.group_variables)
+                missing = [str(k) for k in pd.unique(keys[col < 0])[:10]]
+                raise LabelError(
+                    f"new_data has {int((col < 0).sum())} row(s) whose level of {term.group!r} "
+                    f"is not a level of the model: {missing}; only levels of the data or of "
+                    f"relmat[{term.group!r}] can be predicted")
+            values, names = _lhs_design(term, new_data)
+            for j, column in enumerate(names):
+                name = term.group if column == "Intercept" else f"{term.group}:{column}"
+                blocks[name] = scipy.sparse.csr_matrix(
+                    (values[:, j], (np.arange(n), col)), shape=(n, len(levels)))
+        return scipy.sparse.csr_matrix(scipy.sparse.hstack([blocks[eff.name]
+                                                            for eff in self.random]))
+
     def summary(self) -> str:
         """Return a short human-readable description of the design.
 

@@ -438,21 +438,36 @@ class MegaLMM:
         """
         return self._results.posterior_means()
 
-    def predict(self) -> pd.DataFrame:
-        """Posterior mean of ``E[Y]`` for every row and trait (observed or not), user's scale.
+    def predict(self, new_data: pd.DataFrame | None = None, *, kind: str = "mean",
+                prob: float = 0.95, interval: str = "hpd") -> pd.DataFrame | xr.DataArray:
+        """Expected value of Y for the fitted rows or for new rows, user's scale (lme4's
+        ``predict(newdata=)``), from every draw of the run (memory and ``run_dir``).
 
-        Rows are those kept by the design (rows of ``Y`` with no observed trait are
-        dropped with a warning at setup; their lines are in :meth:`genetic_values`).
+        Parameters
+        ----------
+        new_data : pandas.DataFrame, optional
+            New rows with the formula's variables.  Each draw gives
+            ``X1_new B1 + Z_new U``: fixed effects encoded as for the data, plus the
+            genetic values of the rows' levels (levels of K without data included;
+            other levels raise ``KeyError``).  Default: the fitted rows, for which
+            each draw gives ``X1 B1 + F Lambda + Z U_R`` (observed or not).
+        kind : {"mean", "draws", "interval"}
+            The posterior mean (DataFrame rows x traits), the draws (DataArray
+            ``chain, draw, row, trait``) or a tidy table (rows, trait) of ``mean``,
+            ``lower``, ``upper``.
+        prob : float
+            Probability of the interval.  Default 0.95.
+        interval : {"hpd", "equal-tailed"}
+            Highest posterior density (coda's ``HPDinterval``) or quantiles.
         """
-        return self.posterior_means["Eta_mean"].to_pandas()
+        return self._results.predict(self.design, new_data, kind, prob, interval)
 
-    def genetic_values(self) -> pd.DataFrame:
-        """Posterior mean of the genetic values ``U = U_F Lambda + U_R`` (levels x traits).
-
-        Uses every draw of the run, in memory and saved in ``run_dir``; levels of K
-        without data are included.
-        """
-        return self._results.genetic_values()
+    def genetic_values(self, *, kind: str = "mean", prob: float = 0.95, interval: str = "hpd"
+                       ) -> pd.DataFrame | xr.DataArray:
+        """Genetic values ``U = U_F Lambda + U_R`` per level of K and trait, from every draw
+        of the run; levels of K without data are included.  ``kind``, ``prob`` and
+        ``interval`` as in :meth:`predict` (dim ``level`` instead of ``row``)."""
+        return self._results.genetic_value_draws(kind, prob, interval)
 
     def clear_posterior(self, disk: bool = True) -> None:
         """Forget the recorded draws and posterior means (R: ``clear_Posterior``);

@@ -11,12 +11,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import xarray as xr
 
+from ..design import Design
+from ..errors import InputError
 from ..run.chain import Chain
 from ..run.store import PosteriorStore
 from .dataset import draws_to_dataset
 from .derived import add_derived
+from .prediction import check_kind, expected_draws, summarise
 from .schema import Coordinates
 from .summaries import posterior_function
 
@@ -130,6 +134,60 @@ class RunResults:
             mean = sum(p.sum("draw") for p in parts) / total
             return mean.mean("chain").compute().to_pandas()
         return self.posterior()["U"].mean(("chain", "draw")).to_pandas()
+
+    def draws_of(self, names: list[str], traits: slice = slice(None)) -> xr.Dataset:
+        """Draws of ``names`` for a block of traits, saved and in memory, read into memory.
+
+        ``U`` is derived when not stored.  Raises when a needed parameter is not recorded.
+        """
+        recorded = set(self.chains[0].recorder.draws.names) | {"U"}
+        missing = [n for n in names if n not in recorded]
+        if missing:
+            raise InputError(f"this needs the draws of {missing}, which are not recorded: add "
+                             "them to record= when creating the model")
+        if self.store.n_draws == 0 and self.n_draws == 0:
+            raise RuntimeError(self._no_draws("recorded"))
+        parts = []
+        if self.store.n_draws:
+            parts.append(self.store.load(names, lazy=True).isel(trait=traits).load())
+        if self.n_draws:
+            ds = draws_to_dataset([c.recorder.draws for c in self.chains], self.coords,
+                                  self.dims, self.descriptions)
+            if "U" in names:
+                ds = add_derived(ds, ["U"])
+            parts.append(ds[names].isel(trait=traits))
+        if len(parts) == 1:
+            return parts[0]
+        return xr.concat(parts, dim="draw", data_vars="all", coords="minimal",
+                         compat="override", join="override")
+
+    def predict(self, design: Design, new_data: pd.DataFrame | None, kind: str, prob: float,
+                interval: str) -> pd.DataFrame | xr.DataArray:
+        """``E[Y]`` for the fitted rows or ``new_data`` (see :meth:`pymegalmm.MegaLMM.predict`)."""
+        kind, prob, interval = check_kind(kind, prob, interval)
+        if new_data is None and kind == "mean":
+            return self.posterior_means()["Eta_mean"].to_pandas()
+        if new_data is None:
+            X, rows = design.X1, pd.Index(self.coords.row, name="row")
+            Z = sp.csr_matrix(sp.hstack([eff.Z for eff in design.random]))
+        else:
+            X, Z, rows = design.fixed_for(new_data), design.random_for(new_data), new_data.index
+        draws = expected_draws(self.draws_of, X, Z, rows, self.coords.trait,
+                               fitted_rows=new_data is None, n_draws=self.n_draws_total)
+        return summarise(draws, kind, prob, interval, "row")
+
+    def genetic_value_draws(self, kind: str, prob: float, interval: str
+                            ) -> pd.DataFrame | xr.DataArray:
+        """``U`` as requested (see :meth:`pymegalmm.MegaLMM.genetic_values`)."""
+        kind, prob, interval = check_kind(kind, prob, interval)
+        if kind == "mean":
+            return self.genetic_values()
+        return summarise(self.draws_of(["U"])["U"], kind, prob, interval, "level")
+
+    @property
+    def n_draws_total(self) -> int:
+        """Draws of all chains, saved and in memory."""
+        return (self.store.n_draws + self.n_draws) * len(self.chains)
 
     def save_chunk(self) -> int:
         """Append the draws in memory to the store, then free them; draws per chain written."""
