@@ -154,7 +154,7 @@ def main(progress: bool = True) -> DemoResult:
           "observed cells hidden and predicted\n")
     res = run_met_demo(progress=progress)
     print()
-    print(res.model.summary())
+    print(res.model.describe())
     print("\nPrediction accuracy per environment (correlation with the hidden yields):")
     print(res.accuracy.round(3).to_string())
     mean = res.accuracy.mean()

@@ -22,6 +22,7 @@ import pandas as pd
 import xarray as xr
 from tqdm.auto import tqdm
 
+from ._logging import emit
 from .control import Control
 from .core.data import ModelData
 from .core.grid import make_h2_grid
@@ -32,6 +33,7 @@ from .errors import ConcurrencyError, InputError, InputTypeError
 from .linalg import sampling_threads, single_threaded_blas
 from .observation import GaussianMissing, MissingDataMap, ObservationModel
 from .priors import Priors
+from .results import tables
 from .results.run_results import RunResults
 from .results.schema import (
     DERIVED_NEEDS,
@@ -40,6 +42,7 @@ from .results.schema import (
     param_descriptions,
     param_dims,
 )
+from .results.tables import Summary
 from .run import Chain, DrawStore, PosteriorStore, Recorder, UserScale
 from .validate import (
     check_bool,
@@ -127,7 +130,8 @@ class MegaLMM:
         Directory of the on-disk posterior written by :meth:`save_posterior_chunk`
         (a zarr store; created when first written).  Default ``"MegaLMM_run"``, as R.
     verbose : bool
-        Print the memory estimate and a short setup summary.
+        Show the memory estimate and a short setup summary on stderr (always logged
+        at INFO on the ``"pymegalmm"`` logger).
 
     Examples
     --------
@@ -135,7 +139,7 @@ class MegaLMM:
     >>> sim = datasets.simulate_factor_data(n=200, t=10, seed=1)
     >>> m = MegaLMM(sim.Y, sim.formula, data=sim.data, relmat={"ID": sim.K},
     ...             n_factors=5, h2_divisions=20, burn=50, seed=1, verbose=False)
-    >>> m.sample(100, progress=False)
+    >>> _ = m.sample(100, progress=False)
     >>> m.posterior["G"].mean(("chain", "draw")).shape
     (1, 10, 10)
     """
@@ -201,16 +205,14 @@ class MegaLMM:
                         self.data.drop_fixed)
         self.setup_seconds = time.perf_counter() - t0
         self.sampling_seconds, self.iterations_timed = 0.0, 0
-        if verbose:
-            print(self.summary())
+        emit(self.describe(), self.verbose)
 
     def _build(self, observation: ObservationModel) -> None:
         """Precompute for ``observation``'s trait groups and start the chains from ``seed``."""
         groups = observation.trait_groups(self.latent.observed)
         report = check_memory(self.design, self.grid.shape[1], groups,
                               self._control.max_precompute_gb, self._control.h2_divisions)
-        if self.verbose:
-            print(report)
+        emit(report, self.verbose)
         with single_threaded_blas():  # see __init__
             self.data: ModelData = build_model_data(
                 self.design, self.latent, observation, groups, self.grid, self.priors,
@@ -512,8 +514,32 @@ class MegaLMM:
             raise InputTypeError(f"fn must be callable, got {type(fn).__name__}")
         return self._results.posterior_function(fn)
 
-    def summary(self) -> str:
-        """Short text: data size, model dimensions, iterations, draws, speed."""
+    def summary(self, prob: float = 0.95) -> Summary:
+        """lme4-style tables of every draw of the run: variance components (h2 with
+        intervals), the largest genetic correlations, fixed effects, factors, and
+        convergence diagnostics with two or more chains.  ``print(m.summary())`` shows
+        them; ``.to_frame(section)`` gives each as a DataFrame.  ``print(m)`` stays short.
+        """
+        return Summary.from_posterior(self.reload_posterior(), self.describe(),
+                                      prob=check_float("prob", prob, low=0.0, high=1.0,
+                                                       low_open=True))
+
+    def variance_components(self, prob: float = 0.95) -> pd.DataFrame:
+        """h2 per trait and random effect (and residual) with HPD intervals (lme4: ``VarCorr``)."""
+        return tables.variance_components(self.reload_posterior(), prob)
+
+    def fixed_effects(self, prob: float = 0.95) -> pd.DataFrame:
+        """Fixed effects per trait: mean, sd, HPD interval (lme4: ``fixef`` and ``confint``)."""
+        return tables.fixed_effects(self.reload_posterior(), prob)
+
+    def genetic_correlations(self, component: str | None = None, top: int | None = None,
+                             prob: float = 0.95) -> pd.DataFrame:
+        """Genetic correlations of every pair of traits (or the ``top`` largest) with HPD
+        intervals, per random effect (or ``component``)."""
+        return tables.genetic_correlations(self.reload_posterior(), component, top, prob)
+
+    def describe(self) -> str:
+        """Short text: data size, model dimensions, iterations, draws, speed (``print(m)``)."""
         d, c = self.design, self.control
         miss = float(np.isnan(d.Y).mean()) * 100
         res = ", ".join(f"{r.name} ({r.n_levels} levels, rank {r.rank})" for r in d.random)
@@ -533,4 +559,4 @@ class MegaLMM:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return self.summary()
+        return self.describe()

@@ -68,8 +68,6 @@ def test_guide_pages_and_vignette_figures(build):
         assert (html / "_images" / fig).is_file(), fig
 
 
-@pytest.mark.xfail(strict=False, reason="numpydoc drops the 'Class attributes' section of "
-                   "LambdaPrior (pymegalmm/priors/base.py): rename it 'Attributes'")
 def test_no_docstring_section_warnings(build):
     proc, _, _ = build
     assert "Unknown section" not in proc.stderr, proc.stderr[-3000:]

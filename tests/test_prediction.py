@@ -130,3 +130,19 @@ def test_intervals_of_unobserved_lines_cover_the_truth():
     # understates the spread: measured 0.879, 0.933, 0.871 for data seeds 7, 8, 9 (observed
     # lines: 0.845-0.909).  The band allows for that spread and for a shrinkage bias.
     assert 0.75 <= covered <= 0.99, covered
+
+
+def test_model_tables_are_those_of_its_posterior(fitted):
+    from pymegalmm.results import tables
+
+    post = fitted.reload_posterior()
+    pd.testing.assert_frame_equal(fitted.variance_components(), tables.variance_components(post))
+    pd.testing.assert_frame_equal(fitted.fixed_effects(prob=0.9),
+                                  tables.fixed_effects(post, 0.9))
+    pd.testing.assert_frame_equal(fitted.genetic_correlations(top=3),
+                                  tables.genetic_correlations(post, top=3))
+    text = str(fitted.summary())
+    for title in ("Variance components", "Fixed effects", "Factors", "Convergence"):
+        assert title in text
+    assert text.startswith(repr(fitted))  # the run's description first; print(m) stays short
+    assert "Variance components" not in repr(fitted)

@@ -39,8 +39,8 @@ PriorState = dict[str, np.ndarray]
 class LambdaPrior(ABC):
     """Base class of the priors on the factor loadings ``Lambda`` (``k x t``).
 
-    Class attributes
-    ----------------
+    Attributes
+    ----------
     state_dims : mapping of str -> tuple of str
         Name and dims of every state array; dims among ``"factor"`` and
         ``"trait"`` (in that order of axes when both).
