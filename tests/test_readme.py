@@ -153,10 +153,30 @@ def test_readme_arviz_statements(readme_run):
         assert "az" in ns
 
 
-def test_model_docstring_examples(tmp_path, monkeypatch):
-    """The examples in ``pymegalmm.model``'s docstrings (the MegaLMM class has one)."""
-    import pymegalmm.model as module
+def _modules_with_examples() -> list[str]:
+    import importlib
+    import pkgutil
 
+    import pymegalmm
+
+    names = []
+    for info in pkgutil.walk_packages(pymegalmm.__path__, "pymegalmm."):
+        if info.name.endswith("__main__"):  # runs the command line when imported
+            continue
+        module = importlib.import_module(info.name)
+        runnable = [ex for t in doctest.DocTestFinder().find(module) for ex in t.examples
+                    if not ex.options.get(doctest.SKIP)]
+        if runnable:
+            names.append(info.name)
+    return names
+
+
+@pytest.mark.parametrize("name", _modules_with_examples())
+def test_docstring_examples(name, tmp_path, monkeypatch):
+    """Every docstring example of the package runs (``pymegalmm.model``'s MegaLMM among them)."""
+    import importlib
+
+    module = importlib.import_module(name)
     monkeypatch.chdir(tmp_path)
     _agg(monkeypatch)
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
@@ -166,3 +186,7 @@ def test_model_docstring_examples(tmp_path, monkeypatch):
     results = runner.summarize(verbose=False)
     assert results.attempted > 0
     assert results.failed == 0, "".join(report)
+
+
+def test_the_model_example_is_among_them():
+    assert "pymegalmm.model" in _modules_with_examples()
