@@ -196,7 +196,9 @@ class RunResults:
             return 0
         self.store.append(self.posterior())
         count = self.n_means_in_memory()
-        self.store.append_means(self.memory_means() * count, count)
+        with xr.set_options(keep_attrs=True):  # older xarray (2025.6) drops attrs
+            sums = self.memory_means() * count
+        self.store.append_means(sums, count)
         self.clear(disk=False)
         return n
 

@@ -7,7 +7,7 @@ appends each chunk of recorded draws to a zarr store and forgets them in memory;
 
 Layout of the store (a directory)::
 
-    <path>/zarr.json       root group
+    <path>/zarr.json       root group (.zgroup with zarr 2, used on Python 3.10)
     <path>/draws/          draws, dims ``chain, draw, ...`` (one zarr array per variable)
     <path>/means/          running sums of posterior-mean quantities; the number of
                            draws summed is the group attribute ``pymegalmm_count``
@@ -213,6 +213,9 @@ class PosteriorStore:
         return _decode_strings(ds)
 
     def _write(self, ds: xr.Dataset, group: str, **kwargs) -> None:
+        # created here so that an unwritable path raises OSError (zarr 2 turns it into
+        # a KeyError)
+        self.path.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             # zarr 3 warns about its own unstable extension data types; strings are
             # written as zarr "string" (see the module docstring) so none should occur.
