@@ -23,6 +23,11 @@ from pymegalmm import MegaLMM, datasets
 from pymegalmm.demo import mask_cells
 
 GOLDEN = Path(__file__).parent / "data" / "golden_draws.npz"
+#: numpy and scipy releases whose BLAS/LAPACK (bundled OpenBLAS) reproduce GOLDEN to the
+#: last bit (checked with numpy 2.4.6 and scipy 1.17.1, the newest on Python 3.11).  Other
+#: releases (numpy 2.2 / 2.5, scipy 1.15 / 1.18 on Python 3.10 / 3.12+) round some
+#: products differently in the last bits (relative differences below 1e-9).
+BIT_EXACT_WITH = {"numpy": "2.4.", "scipy": "1.17."}
 ALL_PARAMS = ("Lambda", "F", "U_F", "U_R", "B1", "F_h2", "resid_h2", "tot_Eta_prec",
               "tot_F_prec", "delta")
 

@@ -151,7 +151,9 @@ def test_hpd_differs_from_arviz_by_one_order_statistic():
     ours = hpd_interval(da, 0.95)
     np.testing.assert_array_equal(ours.values, [0.0, 25.5])
     np.testing.assert_array_equal(ours.values, coda_hpd(x, 0.95))
-    theirs = az.hdi(da, hdi_prob=0.95)["theta"].values
+    # ArviZ 1.x renamed hdi_prob to prob (and returns a DataArray for a DataArray)
+    prob = {"hdi_prob": 0.95} if int(az.__version__.split(".")[0]) < 1 else {"prob": 0.95}
+    theirs = az.hdi(da.to_dataset(), **prob)["theta"].values
     np.testing.assert_array_equal(theirs, [1.0, 25.5])
     xs = np.sort(x)
     assert np.searchsorted(xs, theirs[0]) == np.searchsorted(xs, ours.values[0]) + 1
