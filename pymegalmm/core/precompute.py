@@ -14,7 +14,7 @@ from ..observation.base import LatentScale, ObservationModel
 from ..priors import Priors, h2_log_prior
 from .data import GroupData, ModelData, RowPatterns
 from .identifiability import unidentifiable_fixed_effects
-from .memory import check_precompute_memory, estimate_precompute_bytes
+from .memory import estimate_precompute_bytes
 from .random_effects import DenseRandomEffects, DiagonalRandomEffect, RandomEffectsBackend
 
 Groups = list[tuple[np.ndarray, np.ndarray]]
@@ -47,16 +47,16 @@ def check_memory(design: Design, n_grid: int, groups: Groups, limit_gb: float,
                  h2_divisions: object) -> str:
     """Raise ``MemoryError`` above ``limit_gb``; return a one-line report of the size."""
     r = sum(re.K_tilde.shape[0] for re in design.random)
-    gb = check_precompute_memory(
-        precompute_bytes(design, n_grid, groups), limit_gb,
-        f"{len(groups)} trait group(s), {n_grid} grid points, n = {design.n}, "
-        f"{r} random-effect levels",
-        f"reduce h2_divisions (now {h2_divisions}, {n_grid} grid points), use a "
-        "missing-data map with fewer groups",
-    )
-    return (f"pymegalmm: precomputed factors need about {gb:.2f} GB "
-            f"({len(groups)} trait group(s), {n_grid} grid points, "
-            f"n = {design.n}, {r} random-effect levels)")
+    gb = precompute_bytes(design, n_grid, groups) / 2**30
+    detail = (f"{len(groups)} trait group(s), {n_grid} grid points, n = {design.n}, "
+              f"{r} random-effect levels")
+    if gb > limit_gb:
+        raise MemoryError(
+            f"the precomputed factors would need {gb:.2f} GB, above max_precompute_gb = "
+            f"{limit_gb}; reduce h2_divisions (now {h2_divisions}, {n_grid} grid points), use "
+            f"a missing-data map with fewer groups, or raise Control.max_precompute_gb "
+            f"({detail})")
+    return f"pymegalmm: precomputed factors need about {gb:.2f} GB ({detail})"
 
 
 def build_model_data(design: Design, latent: LatentScale, observation: ObservationModel,

@@ -18,6 +18,29 @@ import xarray as xr
 from .schema import DERIVED_NEEDS, DESCRIPTIONS
 
 
+def variance_diagonals(lam: np.ndarray, fh2: np.ndarray, rh2: np.ndarray, var_r: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Diagonals of ``G_m`` and ``R`` per draw, without forming the ``t x t`` matrices.
+
+    Parameters
+    ----------
+    lam : (c, d, k, t) loadings.
+    fh2 : (c, d, m, k) factors' variance proportions.
+    rh2 : (c, d, m, t) traits' variance proportions.
+    var_r : (c, d, t) ``1 / tot_Eta_prec``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``G_m[j, j]`` as ``(c, d, m, t)`` and ``R[j, j]`` as ``(c, d, t)``.
+    """
+    diag_G = np.einsum("cdkt,cdmk->cdmt", lam**2, fh2) + rh2 * var_r[:, :, None, :]
+    resid_f = 1.0 - fh2.sum(axis=2)  # (c, d, k)
+    resid_r = 1.0 - rh2.sum(axis=2)  # (c, d, t)
+    diag_R = np.einsum("cdkt,cdk->cdt", lam**2, resid_f) + resid_r * var_r
+    return diag_G, diag_R
+
+
 def add_derived(ds: xr.Dataset, which: Iterable[str] = ("U", "G", "R", "h2")) -> xr.Dataset:
     """Add the derived quantities ``U``, ``G``, ``R``, ``h2`` computed per draw.
 
@@ -45,10 +68,9 @@ def add_derived(ds: xr.Dataset, which: Iterable[str] = ("U", "G", "R", "h2")) ->
         fh2 = ds["F_h2"].values  # (c, d, m, k)
         rh2 = ds["resid_h2"].values  # (c, d, m, t)
         var_r = 1.0 / ds["tot_Eta_prec"].values  # (c, d, t)
-        diag_G = np.einsum("cdkt,cdmk->cdmt", lam**2, fh2) + rh2 * var_r[:, :, None, :]
+        diag_G, diag_R = variance_diagonals(lam, fh2, rh2, var_r)
         resid_f = 1.0 - fh2.sum(axis=2)  # (c, d, k)
         resid_r = 1.0 - rh2.sum(axis=2)  # (c, d, t)
-        diag_R = np.einsum("cdkt,cdk->cdt", lam**2, resid_f) + resid_r * var_r
         if "G" in which:
             G = np.einsum("cdki,cdmk,cdkj->cdmij", lam, fh2, lam)
             idx = np.arange(lam.shape[-1])

@@ -112,11 +112,23 @@ class RunResults:
             parts.append(self.store.load(lazy=False))
         if self.n_draws:
             parts.append(self.posterior())
+        return self._join(parts)
+
+    def _join(self, parts: list[xr.Dataset]) -> xr.Dataset:
+        """Saved draws then draws in memory along ``draw``, numbered from 0."""
         if not parts:
             raise RuntimeError(self._no_draws("recorded"))
         ds = xr.concat(parts, dim="draw", data_vars="all", coords="minimal",
                        compat="override", join="override") if len(parts) > 1 else parts[0]
         return ds.assign_coords(draw=np.arange(ds.sizes["draw"]))
+
+    def _memory_draws(self, names: list[str]) -> xr.Dataset:
+        """The draws in memory of ``names`` (``U`` derived), without ``G``, ``R``, ``h2``."""
+        ds = draws_to_dataset([c.recorder.draws for c in self.chains], self.coords,
+                              self.dims, self.descriptions)
+        if "U" in names:
+            ds = add_derived(ds, ["U"])
+        return ds[names]
 
     def posterior_function(self, fn: Callable[[xr.Dataset], Any]) -> xr.DataArray:
         """``fn`` evaluated on every draw of the run."""
@@ -126,14 +138,14 @@ class RunResults:
         """Posterior mean of ``U`` over every draw of the run, levels x traits."""
         if self.store.n_draws == 0 and self.n_draws == 0:
             raise RuntimeError(self._no_draws("recorded"))
-        if self.store.n_draws:
+        if self.store.n_draws:  # summed chunk by chunk: the stored draws stay on disk
             parts = [self.store.load(["U"])["U"]]
             if self.n_draws:
-                parts.append(self.posterior()["U"])
+                parts.append(self._memory_draws(["U"])["U"])
             total = sum(p.sizes["draw"] for p in parts)
             mean = sum(p.sum("draw") for p in parts) / total
             return mean.mean("chain").compute().to_pandas()
-        return self.posterior()["U"].mean(("chain", "draw")).to_pandas()
+        return self._memory_draws(["U"])["U"].mean(("chain", "draw")).to_pandas()
 
     def draws_of(self, names: list[str], traits: slice = slice(None)) -> xr.Dataset:
         """Draws of ``names`` for a block of traits, saved and in memory, read into memory.
@@ -145,21 +157,12 @@ class RunResults:
         if missing:
             raise InputError(f"this needs the draws of {missing}, which are not recorded: add "
                              "them to record= when creating the model")
-        if self.store.n_draws == 0 and self.n_draws == 0:
-            raise RuntimeError(self._no_draws("recorded"))
         parts = []
         if self.store.n_draws:
             parts.append(self.store.load(names, lazy=True).isel(trait=traits).load())
         if self.n_draws:
-            ds = draws_to_dataset([c.recorder.draws for c in self.chains], self.coords,
-                                  self.dims, self.descriptions)
-            if "U" in names:
-                ds = add_derived(ds, ["U"])
-            parts.append(ds[names].isel(trait=traits))
-        if len(parts) == 1:
-            return parts[0]
-        return xr.concat(parts, dim="draw", data_vars="all", coords="minimal",
-                         compat="override", join="override")
+            parts.append(self._memory_draws(names).isel(trait=traits))
+        return self._join(parts)
 
     def predict(self, design: Design, new_data: pd.DataFrame | None, kind: str, prob: float,
                 interval: str) -> pd.DataFrame | xr.DataArray:

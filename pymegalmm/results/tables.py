@@ -45,6 +45,7 @@ from scipy.fft import next_fast_len
 
 from ..errors import InputError, InputTypeError, LabelError
 from ..validate import check_bool, check_float, check_int
+from .derived import variance_diagonals
 from .summaries import hpd_interval, posterior_mean
 
 __all__ = [
@@ -139,10 +140,9 @@ class _Draws:
             if self.has("G"):
                 G = self.array("G", ("component", "trait", "trait2"))
                 out = np.diagonal(G, axis1=3, axis2=4).copy()
-            else:  # as pymegalmm.results.derived.add_derived
+            else:
                 self.require("G", ("G",), _PARAMS)
-                lam, fh2, rh2, var_r = self._params()
-                out = np.einsum("cdkt,cdmk->cdmt", lam**2, fh2) + rh2 * var_r[:, :, None, :]
+                out = variance_diagonals(*self._params())[0]
             self._cache["_diag_G"] = out
         return self._cache["_diag_G"]
 
@@ -153,10 +153,7 @@ class _Draws:
                 out = np.diagonal(self.array("R", ("trait", "trait2")), axis1=2, axis2=3).copy()
             else:
                 self.require("R", ("R",), _PARAMS)
-                lam, fh2, rh2, var_r = self._params()
-                resid_f = 1.0 - fh2.sum(axis=2)
-                resid_r = 1.0 - rh2.sum(axis=2)
-                out = np.einsum("cdkt,cdk->cdt", lam**2, resid_f) + resid_r * var_r
+                out = variance_diagonals(*self._params())[1]
             self._cache["_diag_R"] = out
         return self._cache["_diag_R"]
 
