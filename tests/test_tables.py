@@ -18,6 +18,7 @@ import xarray as xr
 from pymegalmm import MegaLMM, datasets
 from pymegalmm.errors import LabelError
 from pymegalmm.results.derived import add_derived
+from pymegalmm.results.diagnostics import diagnostics, factor_report
 from pymegalmm.results.summaries import hpd_interval
 from pymegalmm.results.tables import (
     RESIDUAL,
@@ -202,12 +203,13 @@ def test_summary_text_and_frames(fit: tuple[xr.Dataset, xr.Dataset, str]) -> Non
         assert re.search(rf"^{title}", text, flags=re.M), title
     for trait in post["trait"].values:
         assert trait in text
-    assert "more rows" not in text
+    assert "more rows" not in text.split("\nConvergence")[0]  # 50 draws: many flagged
     pd.testing.assert_frame_equal(s.to_frame("variance_components"), variance_components(post))
     pd.testing.assert_frame_equal(s.to_frame("fixed_effects"), fixed_effects(post))
     pd.testing.assert_frame_equal(s.to_frame("factors"), factor_table(post))
     pd.testing.assert_frame_equal(s.genetic_correlations, genetic_correlations(post, top=10))
-    pd.testing.assert_frame_equal(s.to_frame("convergence"), convergence_table(post))
+    pd.testing.assert_frame_equal(s.to_frame("convergence"), diagnostics(post, warn=False))
+    pd.testing.assert_frame_equal(s.to_frame("factor_report"), factor_report(post, warn=False))
     with pytest.raises(LabelError, match="sections"):
         s.to_frame("nope")
     # numbers printed are the tables' numbers
@@ -225,8 +227,8 @@ def test_summary_one_chain_and_missing_variables(post: xr.Dataset) -> None:
     with pytest.raises(LabelError, match="not computed"):
         one.to_frame("fixed_effects")
     forced = Summary.from_posterior(post.isel(chain=0), "one chain", diagnostics=True)
-    assert forced.convergence["rhat"].isna().all()  # R-hat needs two chains, as ArviZ
-    assert forced.convergence["ess_bulk"].notna().all()
+    assert forced.convergence["rhat"].notna().all()  # the chain's two halves compared
+    assert forced.convergence[["ess_bulk", "ess_tail"]].notna().all().all()
     off = Summary.from_posterior(post, "two chains", diagnostics=False)
     assert "Convergence" not in str(off)
 
@@ -241,11 +243,17 @@ def test_summary_truncates_many_traits() -> None:
         text = str(Summary.from_posterior(post, "25 traits", max_rows=20))
     assert "... (5 more rows; see .variance_components)" in text
     assert "... (5 more rows; see .fixed_effects)" in text
-    assert "... (5 more rows; see .convergence)" in text
+    assert re.search(r"\.\.\. \(\d+ more rows; see \.convergence\)", text)  # 5 draws: all flagged
     assert "more rows; see .genetic_correlations" not in text  # top 10
     assert "T21" in text and "T25" not in text.split("Largest")[0]
     for block in text.split("\n\n")[2:]:
-        assert len(block.splitlines()) <= 1 + 2 + 1 + 20 + 1  # title, worst lines, header
+        n_lines = len(block.splitlines())
+        if block.startswith("Convergence"):  # + one line per quantity and the count
+            assert n_lines <= 1 + 7 + 1 + 1 + 20 + 1
+        elif block.startswith("Factors"):  # + the smallest factor's share and the verdict
+            assert n_lines <= 1 + 1 + 20 + 1 + 2
+        else:
+            assert n_lines <= 1 + 1 + 20 + 1  # title, header, rows, "more rows"
 
 
 # --------------------------------------------------------------------------------------
@@ -255,13 +263,18 @@ def test_summary_truncates_many_traits() -> None:
 
 def test_rhat_ess_match_arviz(post: xr.Dataset) -> None:
     az = pytest.importorskip("arviz")
+    # the 5% and 95% quantiles: ArviZ 1.x defaults to 11% and 89% (stats.ci_prob = 0.89)
+    tail_prob = {"prob": (0.05, 0.95)} if int(az.__version__.split(".")[0]) >= 1 else {}
     cv = convergence_table(post)
-    assert list(cv.columns) == ["variable", "trait", "component", "rhat", "ess_bulk"]
+    assert list(cv.columns) == ["variable", "trait", "component", "rhat", "ess_bulk",
+                                "ess_tail"]
     for name in ("h2", "tot_Eta_prec"):
         sub = cv[cv["variable"] == name]
         ds = post[[name]]
         np.testing.assert_allclose(sub["rhat"], az.rhat(ds)[name].values.ravel(), rtol=1e-8)
         np.testing.assert_allclose(sub["ess_bulk"], az.ess(ds)[name].values.ravel(), rtol=1e-8)
+        tail = az.ess(ds, method="tail", **tail_prob)[name].values.ravel()  # see test_diagnostics
+        np.testing.assert_allclose(sub["ess_tail"], tail, rtol=1e-8)
     rng = np.random.default_rng(0)
     for shape in [(2, 51, 3), (4, 20, 2), (3, 7, 1)]:  # odd draws drop the middle one
         x = np.cumsum(rng.standard_normal(shape), axis=1) * 0.3 + rng.standard_normal(shape)

@@ -447,27 +447,46 @@ def factor_table(post: xr.Dataset) -> pd.DataFrame:
         If needed variables are missing.
     """
     src = _Draws(post)
-    src.require("factor_table", ("Lambda", "F_h2"))
-    src.require("factor_table", ("G", "R"), _PARAMS)
-    l2 = src.array("Lambda", ("factor", "trait")) ** 2
-    ss = l2.sum(axis=3)
-    total = (src.diag_G().sum(axis=2) + src.diag_R()).sum(axis=2)
-    share = ss / total[:, :, None]
-    l4 = (l2**2).sum(axis=3)
-    eff = np.where(l4 > 0, ss**2 / np.where(l4 > 0, l4, 1.0), 0.0)
+    fd = _factor_draws(src, "factor_table")
     fh2 = posterior_mean(_sample_da(src.array("F_h2", ("component", "factor")),
                                     ("component", "factor"))).values
     out = pd.DataFrame({"factor": src.coord("factor"),
-                        "variance_share": posterior_mean(_sample_da(share, ("factor",))).values})
+                        "variance_share": posterior_mean(_sample_da(fd["share"],
+                                                                    ("factor",))).values})
     for i, comp in enumerate(src.coord("component")):
         out[f"F_h2_{comp}"] = fh2[i]
-    out["eff_loadings"] = posterior_mean(_sample_da(eff, ("factor",))).values
+    out["eff_loadings"] = posterior_mean(_sample_da(fd["eff_loadings"], ("factor",))).values
     return out
+
+
+def _factor_draws(src: _Draws, what: str) -> dict[str, np.ndarray]:
+    """Per draw and factor, ``(chain, draw, factor)``: ``share`` of the total variance,
+    ``max_trait_share`` (largest share of one trait's variance) and ``eff_loadings``.
+
+    With unit-variance factors, factor ``k`` adds ``Lambda_kj^2`` to trait ``j``'s variance
+    ``V_j = sum_m G_m,jj + R_jj``: ``share = sum_j Lambda_kj^2 / sum_j V_j``,
+    ``max_trait_share = max_j Lambda_kj^2 / V_j`` and ``eff_loadings =
+    (sum_j Lambda_kj^2)^2 / sum_j Lambda_kj^4`` (0 where every loading is 0).
+    """
+    src.require(what, ("Lambda", "F_h2"))
+    src.require(what, ("G", "R"), _PARAMS)
+    l2 = src.array("Lambda", ("factor", "trait")) ** 2
+    ss = l2.sum(axis=3)
+    var = src.diag_G().sum(axis=2) + src.diag_R()
+    l4 = (l2**2).sum(axis=3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        trait_share = np.where(var[:, :, None, :] > 0, l2 / var[:, :, None, :], np.nan)
+    return {"share": ss / var.sum(axis=2)[:, :, None],
+            "max_trait_share": np.nanmax(trait_share, axis=3, initial=0.0),
+            "eff_loadings": np.where(l4 > 0, ss**2 / np.where(l4 > 0, l4, 1.0), 0.0)}
 
 
 # --------------------------------------------------------------------------------------
 # convergence diagnostics (Vehtari et al. 2021), NumPy only
 # --------------------------------------------------------------------------------------
+
+#: Quantiles whose indicator draws define the tail ESS (Vehtari et al. 2021, section 4.3).
+TAIL_QUANTILES: tuple[float, float] = (0.05, 0.95)
 
 
 def _elements(draws: ArrayLike) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -502,33 +521,11 @@ def _basic_rhat(x: np.ndarray) -> np.ndarray:
     return np.where(within > 0, out, np.nan)
 
 
-def rhat(draws: ArrayLike) -> np.ndarray:
-    """Rank-normalised split R-hat (Vehtari et al. 2021), as ``arviz.rhat`` (method "rank").
-
-    The maximum of the bulk R-hat (split chains, rank-normalised) and the tail R-hat
-    (the same on draws folded about their median).
-
-    Parameters
-    ----------
-    draws : array_like, shape (chain, draw, ...)
-        Draws of any number of quantities.
-
-    Returns
-    -------
-    numpy.ndarray, shape (...)
-        R-hat of each quantity; NaN with fewer than 2 chains or 4 draws, with a
-        missing draw, or for a constant quantity.
-    """
-    x, shape = _elements(draws)
-    out = np.full(x.shape[0], np.nan)
-    valid = ~np.isnan(x).any(axis=(1, 2))
-    if x.shape[1] >= 2 and x.shape[2] >= 4 and valid.any():
-        split = _split_chains(x[valid])
-        bulk = _basic_rhat(_z_scale(split))
-        med = np.median(split.reshape(split.shape[0], -1), axis=1)[:, None, None]
-        tail = _basic_rhat(_z_scale(np.abs(split - med)))
-        out[valid] = np.maximum(bulk, tail)
-    return out.reshape(shape)
+def _rank_rhat(split: np.ndarray) -> np.ndarray:
+    """Rank-normalised R-hat of split chains ``(element, chain, draw)``: max of bulk and tail."""
+    bulk = _basic_rhat(_z_scale(split))
+    med = np.median(split.reshape(split.shape[0], -1), axis=1)[:, None, None]
+    return np.maximum(bulk, _basic_rhat(_z_scale(np.abs(split - med))))
 
 
 def _autocov(x: np.ndarray) -> np.ndarray:
@@ -541,29 +538,104 @@ def _autocov(x: np.ndarray) -> np.ndarray:
     return np.fft.irfft(f, n=m, axis=-1)[..., :n] / n
 
 
-def _geyer_ess(rho: np.ndarray, size: int) -> float:
-    """ESS from one quantity's autocorrelations by Geyer's initial monotone sequence."""
-    n = rho.size
-    rho_t = np.zeros(n)
-    rho_t[0] = even = 1.0
-    rho_t[1] = odd = rho[1]
-    t = 1
-    while t < n - 3 and even + odd > 0.0:
-        even, odd = rho[t + 1], rho[t + 2]
-        if even + odd >= 0:
-            rho_t[t + 1], rho_t[t + 2] = even, odd
-        t += 2
-    max_t = t - 2
-    if even > 0:
-        rho_t[max_t + 1] = even
-    t = 1
-    while t <= max_t - 2:
-        if rho_t[t + 1] + rho_t[t + 2] > rho_t[t - 1] + rho_t[t]:
-            rho_t[t + 1] = rho_t[t + 2] = (rho_t[t - 1] + rho_t[t]) / 2.0
-        t += 2
-    tau = -1.0 + 2.0 * rho_t[: max_t + 1].sum() + rho_t[max_t + 1: max_t + 2].sum()
-    tau = max(tau, 1.0 / np.log10(size))
-    return np.nan if np.isnan(rho_t).any() else size / tau
+def _geyer_tau(rho: np.ndarray, size: int) -> np.ndarray:
+    """Integrated autocorrelation time of each row of autocorrelations ``(element, lag)``.
+
+    Geyer's initial positive sequence: the sums ``P_m = rho_2m + rho_2m+1`` (``rho_0 = 1``)
+    are kept up to, not including, the first pair ``m >= 1`` that is not positive (or
+    the last pair the lags allow); Geyer's initial monotone sequence: each kept
+    ``P_m`` is replaced by the running minimum of ``P_0..P_m``.  As in Stan and
+    ArviZ, the even autocorrelation of the pair that stopped the sequence is added
+    when positive (or when that pair was kept), and ``tau`` is bounded below by
+    ``1 / log10(size)``.  Vectorised over the elements; NaN where ``rho_1`` is.
+    """
+    e, n = rho.shape
+    r = rho.copy()
+    r[:, 0] = 1.0
+    n_more = max(0, (n - 1) // 2 - 1)  # pairs m >= 1 the lags allow (Stan: 2m + 2 < n)
+    pairs = r[:, 0: 2 * n_more + 1: 2] + r[:, 1: 2 * n_more + 2: 2]  # P_0 .. P_n_more
+    stop = np.concatenate([~(pairs[:, :n_more] > 0), np.ones((e, 1), bool)], axis=1)
+    last = stop.argmax(axis=1)  # last pair examined (a NaN stops the sequence too)
+    kept = np.arange(n_more + 1)[None, :] < last[:, None]
+    running_min = np.minimum.accumulate(pairs, axis=1)
+    total = np.where(kept, running_min, 0.0).sum(axis=1)
+    rows = np.arange(e)
+    even = r[rows, 2 * last]
+    stored = (last == 0) | (pairs[rows, last] >= 0)
+    extra = np.where((even > 0) | stored, even, 0.0)
+    tau = np.maximum(-1.0 + 2.0 * total + extra, 1.0 / np.log10(size))
+    return np.where(np.isnan(r[:, 1]), np.nan, tau)
+
+
+def _ess_split(x: np.ndarray) -> np.ndarray:
+    """ESS of split chains ``(element, chain, draw)`` (no transformation): ``S / tau``.
+
+    Autocorrelations are combined across chains as in Vehtari et al. (2021, eq. 10);
+    a constant element gets ``S``, the number of draws.
+    """
+    _, c, n = x.shape
+    size = c * n
+    acov = _autocov(x)
+    mean_var = acov[:, :, 0].mean(axis=1) * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    if c > 1:
+        var_plus = var_plus + x.mean(axis=2).var(axis=1, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = 1.0 - (mean_var[:, None] - acov.mean(axis=1)) / var_plus[:, None]
+    flat = x.reshape(x.shape[0], -1)
+    constant = flat.max(axis=1) - flat.min(axis=1) < np.finfo(float).resolution
+    return np.where(constant, float(size), size / _geyer_tau(rho, size))
+
+
+def _tail_ess_split(x: np.ndarray) -> np.ndarray:
+    """Tail ESS of ``(element, chain, draw)`` unsplit draws: the smaller ESS of the
+    indicators ``x <= q`` for the pooled 5% and 95% quantiles (NumPy's default, type 7)."""
+    q = np.quantile(x.reshape(x.shape[0], -1), TAIL_QUANTILES, axis=1)
+    low, high = (_ess_split(_split_chains((x <= qi[:, None, None]).astype(float))) for qi in q)
+    return np.minimum(low, high)
+
+
+def _by_element(draws: ArrayLike, min_chains: int, compute) -> np.ndarray:
+    """Apply ``compute`` to the valid elements of ``(chain, draw, ...)`` draws (NaN elsewhere)."""
+    x, shape = _elements(draws)
+    out = np.full(x.shape[0], np.nan)
+    valid = ~np.isnan(x).any(axis=(1, 2))
+    if x.shape[1] >= min_chains and x.shape[2] >= 4 and valid.any():
+        out[valid] = compute(x[valid])
+    return out.reshape(shape)
+
+
+def rhat(draws: ArrayLike, *, one_chain: bool = False) -> np.ndarray:
+    """Rank-normalised split R-hat (Vehtari et al. 2021), as ``arviz.rhat`` (method "rank").
+
+    The maximum of the bulk R-hat (split chains, rank-normalised) and the tail R-hat
+    (the same on draws folded about their median).
+
+    Parameters
+    ----------
+    draws : array_like, shape (chain, draw, ...)
+        Draws of any number of quantities.
+    one_chain : bool, default False
+        Whether one chain gets an R-hat: the split R-hat of its two halves, which
+        detects a chain that has not settled (a trend, a jump).  ArviZ (0.x and 1.x)
+        returns NaN for one chain, as this function does by default.
+
+    Returns
+    -------
+    numpy.ndarray, shape (...)
+        R-hat of each quantity; NaN with fewer than 2 chains (unless ``one_chain``)
+        or 4 draws per chain, with a missing draw, or for a constant quantity.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pymegalmm.results.tables import rhat
+    >>> draws = np.random.default_rng(0).standard_normal((2, 500))
+    >>> bool(rhat(draws) < 1.01)
+    True
+    """
+    one_chain = check_bool("one_chain", one_chain)
+    return _by_element(draws, 1 if one_chain else 2, lambda x: _rank_rhat(_split_chains(x)))
 
 
 def ess_bulk(draws: ArrayLike) -> np.ndarray:
@@ -583,31 +655,82 @@ def ess_bulk(draws: ArrayLike) -> np.ndarray:
         Bulk ESS of each quantity; NaN with fewer than 4 draws per chain or a
         missing draw.
     """
+    return _by_element(draws, 1, lambda x: _ess_split(_z_scale(_split_chains(x))))
+
+
+def ess_tail(draws: ArrayLike) -> np.ndarray:
+    """Tail effective sample size (Vehtari et al. 2021), as ``arviz.ess`` (method "tail").
+
+    The smaller of the ESS of the indicators ``x <= q05`` and ``x <= q95``, where
+    ``q05`` and ``q95`` are the 5% and 95% quantiles of the pooled draws (NumPy's
+    default quantile, type 7 as R's); the indicators' chains are split as for the
+    bulk ESS, without rank-normalisation.  It measures how well the draws pin down
+    the tails, hence the ends of intervals.  ArviZ 0.x's default; ArviZ 1.x defaults
+    to the 11% and 89% quantiles (``rcParams["stats.ci_prob"] = 0.89``): pass
+    ``prob=(0.05, 0.95)`` to ``arviz.ess`` there for the same number.  ArviZ 0.x
+    computes the quantile with ``scipy.stats.mstats.mquantiles``, which can round
+    just below an order statistic when ``(S - 1) q`` is a whole number (``S`` the
+    number of draws, e.g. ``S = 61``); the one draw on the quantile is then left
+    out of the indicator and the two ESS differ.
+
+    Parameters
+    ----------
+    draws : array_like, shape (chain, draw, ...)
+        Draws of any number of quantities.
+
+    Returns
+    -------
+    numpy.ndarray, shape (...)
+        Tail ESS of each quantity; NaN with fewer than 4 draws per chain or a
+        missing draw.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pymegalmm.results.tables import ess_tail
+    >>> draws = np.random.default_rng(0).standard_normal((2, 500))
+    >>> bool(600 < ess_tail(draws) < 1400)  # independent draws: about 1000
+    True
+    """
+    return _by_element(draws, 1, _tail_ess_split)
+
+
+def convergence_measures(draws: ArrayLike, *, one_chain: bool = False
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`rhat`, :func:`ess_bulk` and :func:`ess_tail` of the same draws, sharing work.
+
+    Parameters
+    ----------
+    draws : array_like, shape (chain, draw, ...)
+        Draws of any number of quantities.
+    one_chain : bool, default False
+        As in :func:`rhat`.
+
+    Returns
+    -------
+    tuple of numpy.ndarray, each of shape (...)
+        R-hat, bulk ESS, tail ESS.
+    """
+    one_chain = check_bool("one_chain", one_chain)
     x, shape = _elements(draws)
-    out = np.full(x.shape[0], np.nan)
+    out = np.full((3, x.shape[0]), np.nan)
     valid = ~np.isnan(x).any(axis=(1, 2))
     if x.shape[2] >= 4 and valid.any():
-        z = _z_scale(_split_chains(x[valid]))
-        _, c, n = z.shape
-        size = c * n
-        acov = _autocov(z)
-        mean_var = acov[:, :, 0].mean(axis=1) * n / (n - 1.0)
-        var_plus = mean_var * (n - 1.0) / n
-        if c > 1:
-            var_plus = var_plus + z.mean(axis=2).var(axis=1, ddof=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rho = 1.0 - (mean_var[:, None] - acov.mean(axis=1)) / var_plus[:, None]
-        flat = z.reshape(z.shape[0], -1)
-        constant = flat.max(axis=1) - flat.min(axis=1) < np.finfo(float).resolution
-        res = [float(size) if constant[e] else _geyer_ess(rho[e], size)
-               for e in range(z.shape[0])]
-        out[valid] = res
-    return out.reshape(shape)
+        xv = x[valid]
+        split = _split_chains(xv)
+        if x.shape[1] >= (1 if one_chain else 2):
+            out[0, valid] = _rank_rhat(split)
+        out[1, valid] = _ess_split(_z_scale(split))
+        out[2, valid] = _tail_ess_split(xv)
+    return out[0].reshape(shape), out[1].reshape(shape), out[2].reshape(shape)
 
 
 def convergence_table(post: xr.Dataset,
                       variables: Sequence[str] = ("h2", "tot_Eta_prec")) -> pd.DataFrame:
-    """Split R-hat and bulk ESS of every element of some posterior variables.
+    """Split R-hat, bulk and tail ESS of every element of some posterior variables.
+
+    :func:`pymegalmm.results.diagnostics.diagnostics` covers the quantities identified
+    across chains with bounded memory; this table lists every element of any variable.
 
     Parameters
     ----------
@@ -622,7 +745,8 @@ def convergence_table(post: xr.Dataset,
     pandas.DataFrame
         One row per element: ``variable``, one column per dim of the variables
         (default ``trait, component``; empty where a variable lacks the dim),
-        ``rhat`` (:func:`rhat`) and ``ess_bulk`` (:func:`ess_bulk`).
+        ``rhat`` (:func:`rhat`), ``ess_bulk`` (:func:`ess_bulk`) and ``ess_tail``
+        (:func:`ess_tail`).
 
     Raises
     ------
@@ -642,16 +766,16 @@ def convergence_table(post: xr.Dataset,
         else:
             raise LabelError(f"variable {name!r} is not in the posterior; variables: "
                              f"{sorted(map(str, src.post.data_vars))}")
-        r, e = rhat(x), ess_bulk(x)
+        r, eb, et = convergence_measures(x)
         labels = [src.coord(d) for d in dims]
         label_dims += [d for d in dims if d not in label_dims]
         for idx in np.ndindex(*x.shape[2:]):
             row: dict[Hashable, Any] = {"variable": name}
             row.update({d: labels[i][j] for i, (d, j) in enumerate(zip(dims, idx, strict=True))})
-            row.update(rhat=float(r[idx]), ess_bulk=float(e[idx]))
+            row.update(rhat=float(r[idx]), ess_bulk=float(eb[idx]), ess_tail=float(et[idx]))
             blocks.append(row)
     order = sorted(label_dims, key=lambda d: (d != "trait", label_dims.index(d)))
-    return pd.DataFrame(blocks, columns=["variable", *order, "rhat", "ess_bulk"])
+    return pd.DataFrame(blocks, columns=["variable", *order, "rhat", "ess_bulk", "ess_tail"])
 
 
 # --------------------------------------------------------------------------------------
@@ -694,8 +818,15 @@ class Summary:
         :func:`variance_components`, :func:`genetic_correlations` (the ``top`` largest),
         :func:`fixed_effects`, :func:`factor_table`; None when the posterior lacks
         what the section needs (the text says which variables).
+    factor_report : pandas.DataFrame or None
+        :func:`~pymegalmm.results.diagnostics.factor_report` (per chain; printed
+        under the factors: the smallest factor's share and whether ``n_factors``
+        looks too small).
     convergence : pandas.DataFrame or None
-        :func:`convergence_table` of ``h2`` and ``tot_Eta_prec``, when computed.
+        :func:`~pymegalmm.results.diagnostics.diagnostics` (R-hat, bulk and tail ESS
+        of ``h2, G, R, U, B1`` and ``Lambda' Lambda``), when computed; printed as
+        one line per quantity (worst values and where) and the elements outside
+        Vehtari et al.'s (2021) limits, worst first.
     prob : float
         Probability content of the intervals.
     n_chains, n_draws : int
@@ -706,7 +837,7 @@ class Summary:
 
     #: Names of the sections, as accepted by :meth:`to_frame`.
     SECTIONS: tuple[str, ...] = ("variance_components", "genetic_correlations",
-                                 "fixed_effects", "factors", "convergence")
+                                 "fixed_effects", "factors", "factor_report", "convergence")
 
     def __init__(self, model_text: str, *, prob: float, n_chains: int, n_draws: int,
                  frames: dict[str, pd.DataFrame | None], missing: dict[str, str] | None = None,
@@ -717,6 +848,7 @@ class Summary:
         self.genetic_correlations = frames.get("genetic_correlations")
         self.fixed_effects = frames.get("fixed_effects")
         self.factors = frames.get("factors")
+        self.factor_report = frames.get("factor_report")
         self.convergence = frames.get("convergence")
         self._missing = dict(missing or {})
 
@@ -735,9 +867,11 @@ class Summary:
         prob : float, default 0.95
             Probability content of the HPD intervals.
         diagnostics : bool, optional
-            Add the "Convergence" section (split R-hat and bulk ESS of ``h2`` and
-            ``tot_Eta_prec``).  Default: when the posterior has 2 chains or more.
-            ``True`` with one chain gives the ESS only (R-hat needs 2 chains).
+            Add the "Convergence" section
+            (:func:`~pymegalmm.results.diagnostics.diagnostics`: rank-normalised
+            split R-hat, bulk and tail ESS of ``h2, G, R, U, B1`` and ``Lambda'
+            Lambda``).  Default: when the posterior has 2 chains or more.  ``True``
+            with one chain compares the chain's two halves.
         top_correlations : int, default 10
             Pairs kept in :attr:`genetic_correlations`.
         max_rows : int, default 20
@@ -756,15 +890,19 @@ class Summary:
         if diagnostics is None:
             diagnostics = src.n_chains >= 2
         diagnostics = check_bool("diagnostics", diagnostics)
+        from .diagnostics import diagnostics as convergence_diagnostics
+        from .diagnostics import factor_report
+
         makers = {
             "variance_components": lambda: variance_components(src.post, prob),
             "genetic_correlations": lambda: genetic_correlations(src.post, top=top_correlations,
                                                                  prob=prob),
             "fixed_effects": lambda: fixed_effects(src.post, prob),
             "factors": lambda: factor_table(src.post),
+            "factor_report": lambda: factor_report(src.post, warn=False),
         }
         if diagnostics:
-            makers["convergence"] = lambda: convergence_table(src.post)
+            makers["convergence"] = lambda: convergence_diagnostics(src.post, warn=False)
         frames: dict[str, pd.DataFrame | None] = {}
         missing: dict[str, str] = {}
         for name, make in makers.items():
@@ -858,46 +996,72 @@ class Summary:
         rows = [[str(r["factor"]), _f(r["variance_share"], ".3f"),
                  *[_f(r[c], ".2f") for c in h2cols], _f(r["eff_loadings"], ".1f")]
                 for _, r in ft.iterrows()]
-        return self._section(title, "factors", header, rows, 1)
+        return self._section(title, "factors", header, rows, 1) + self._factor_check()
+
+    def _factor_check(self) -> list[str]:
+        """The smallest factor's share by chain, and whether n_factors looks too small."""
+        fr = self.factor_report
+        if fr is None or not len(fr):
+            return []
+        a = fr.attrs
+        pct = f"{a['threshold']:.0%}"
+        chains = list(a["smallest"])
+        lines = ["  smallest factor's share of the variance per draw, by chain "
+                 f"({', '.join(map(str, chains))}): median "
+                 + ", ".join(f"{a['smallest'][c]['median']:.2%}" for c in chains)
+                 + f"; P(> {pct}) "
+                 + ", ".join(f"{a['smallest'][c]['prob_above']:.2f}" for c in chains)]
+        if a["too_few"]:
+            which = ", ".join(map(str, a["too_few"]))
+            lines.append(f"  WARNING: too few factors? In chain {which} "
+                         f"even the smallest factor explains more than {pct} of the variance in "
+                         f"more than {a['prob']:.0%} of the draws: increase n_factors.")
+        else:
+            lines.append(f"  no sign of too few factors (that needs P(> {pct}) above "
+                         f"{a['prob']:.2f} in a chain)")
+        return lines
 
     def _convergence_text(self) -> list[str]:
         cv = self.convergence
-        title = ("Convergence (split R-hat and bulk ESS, Vehtari et al. 2021; "
-                 "aim for R-hat < 1.01 and ESS > 400)")
+        limit = (f"{_f(cv.attrs['ess_threshold'], '.0f')}" if cv is not None
+                 and "ess_threshold" in cv.attrs else "100 per chain")
+        title = ("Convergence (rank-normalised split R-hat, bulk and tail ESS; Vehtari et al. "
+                 f"2021: aim for R-hat < 1.01 and ESS > 100 per chain, here {limit})")
         if cv is None:
             return self._section(title, "convergence", [], [], 0)
+        from .diagnostics import diagnostics_overview
 
-        def label(r: pd.Series) -> str:
-            comp = r.get("component")
-            return r["variable"] + ("" if comp is None or pd.isna(comp) else f" {comp}")
+        ov = diagnostics_overview(cv)
+        header = ["quantity", "elements", "max R-hat", "where", "min bulk ESS", "where",
+                  "min tail ESS", "where"]
+        def inside(where: str) -> str:  # "G[ID, T01, T02]" -> "ID, T01, T02"
+            return where[where.find("[") + 1:-1] if where.endswith("]") else where
 
-        cv = cv.assign(_label=cv.apply(label, axis=1))
-        lines = [title]
-        if cv["rhat"].notna().any():
-            w = cv.loc[cv["rhat"].idxmax()]
-            lines.append(f"  largest R-hat {_f(w['rhat'], '.3f')} ({w['_label']}, {w['trait']})")
-        if cv["ess_bulk"].notna().any():
-            w = cv.loc[cv["ess_bulk"].idxmin()]
-            lines.append(f"  smallest ESS  {_f(w['ess_bulk'], '.0f')} "
-                         f"({w['_label']}, {w['trait']})")
-        if "trait" not in cv or cv["trait"].isna().any():  # not all per trait: long table
-            rows = [[r["_label"], *[str(r[d]) for d in cv.columns[1:-3]],
-                     _f(r["rhat"], ".3f"), _f(r["ess_bulk"], ".0f")] for _, r in cv.iterrows()]
-            header = ["variable", *map(str, cv.columns[1:-3]), "R-hat", "ESS"]
-            return lines + self._section("", "convergence", header, rows, len(header) - 2)[1:]
-        labels = list(dict.fromkeys(cv["_label"]))
-        header = ["trait", *[f"{s} {lab}" for lab in labels for s in ("R-hat", "ESS")]]
-        rows = []
-        for trait, g in cv.groupby("trait", sort=False):
-            by = g.set_index("_label")
-            cells = [str(trait)]
-            for lab in labels:
-                if lab in by.index:
-                    cells += [_f(by.at[lab, "rhat"], ".3f"), _f(by.at[lab, "ess_bulk"], ".0f")]
-                else:
-                    cells += ["", ""]
-            rows.append(cells)
-        return lines + self._section("", "convergence", header, rows, 1)[1:]
+        rows = [[r.variable, str(r.elements), _f(r.rhat, ".3f"), inside(r.rhat_where),
+                 _f(r.ess_bulk, ".0f"), inside(r.ess_bulk_where), _f(r.ess_tail, ".0f"),
+                 inside(r.ess_tail_where)] for r in ov.itertuples(index=False)]
+        lines = [title, *_table(header, rows, 1)]
+        for name, why in cv.attrs.get("skipped", {}).items():
+            lines.append(f"  {name}: not available ({why})")
+        n_total, n_out = int(ov["elements"].sum()), int(ov["flagged"].sum())
+        if not n_out:
+            return lines + [f"  all {n_total} quantities within these limits"]
+        rh, ess_min = cv.attrs["rhat_threshold"], cv.attrs["ess_threshold"]
+        ess = np.fmin(cv["ess_bulk"].to_numpy(float), cv["ess_tail"].to_numpy(float))
+        r = cv["rhat"].to_numpy(float)
+        bad = (r > rh) | (ess < ess_min)
+        with np.errstate(invalid="ignore", divide="ignore"):  # times over the limit
+            score = np.fmax((r - 1.0) / (rh - 1.0), ess_min / ess)
+        worst = cv[bad].assign(_score=score[bad]).sort_values("_score", ascending=False,
+                                                              kind="stable")
+        dims = list(cv.columns[1:-4])
+        listed = [[r["variable"], ", ".join(str(r[d]) for d in dims if not pd.isna(r[d])),
+                   _f(r["rhat"], ".3f"), _f(r["ess_bulk"], ".0f"), _f(r["ess_tail"], ".0f")]
+                  for _, r in worst.iterrows()]
+        lines.append(f"  {n_out} of {n_total} quantities outside these limits; the worst:")
+        return lines + self._section("", "convergence", ["variable", "element", "R-hat",
+                                                         "bulk ESS", "tail ESS"],
+                                     listed, 2)[1:]
 
     def __str__(self) -> str:
         pct = f"{self.prob * 100:g}%"
