@@ -7,7 +7,7 @@ code, and its message names the argument and says how to fix it.
 from __future__ import annotations
 
 __all__ = ["InputError", "InputTypeError", "LabelError", "MegaLMMError", "SamplerError",
-           "ConcurrencyError"]
+           "ConcurrencyError", "RunDirectoryError", "StoreError", "PosteriorFunctionError"]
 
 
 class MegaLMMError(Exception):
@@ -39,3 +39,15 @@ class SamplerError(MegaLMMError, FloatingPointError):
 
 class ConcurrencyError(MegaLMMError, RuntimeError):
     """A model was used from two threads at once."""
+
+
+class RunDirectoryError(MegaLMMError, FileExistsError):
+    """A ``run_dir`` holds another run (or other files) and may not be written to."""
+
+
+class StoreError(MegaLMMError, OSError):
+    """A run directory's saved files are damaged or missing; the message names the file."""
+
+
+class PosteriorFunctionError(MegaLMMError, RuntimeError):
+    """A user's posterior function (``functions=``) raised; the message names it."""

@@ -29,7 +29,7 @@ from .core.grid import make_h2_grid
 from .core.precompute import build_model_data, check_memory, group_bytes
 from .core.state import ChainState
 from .design import Design, build_design
-from .errors import ConcurrencyError, InputError, InputTypeError
+from .errors import ConcurrencyError, InputError, InputTypeError, RunDirectoryError, StoreError
 from .linalg import sampling_threads, single_threaded_blas
 from .observation import GaussianMissing, MissingDataMap, ObservationModel
 from .priors import Priors
@@ -43,7 +43,10 @@ from .results.schema import (
     param_dims,
 )
 from .results.tables import Summary
-from .run import Chain, DrawStore, PosteriorStore, Recorder, UserScale
+from .run import Chain, DrawStore, Recorder, UserScale
+from .run.fingerprint import fingerprint, fingerprint_parts
+from .run.interrupt import deferred_interrupt
+from .run.run_dir import RunDirectory
 from .validate import (
     check_bool,
     check_float,
@@ -55,6 +58,20 @@ from .validate import (
     check_seed,
 )
 from .warnings_ import warn_about_data
+
+
+def _picklable(functions: Mapping[str, Any]) -> dict[str, Any]:
+    """The posterior functions that can be saved with a run (pickled by reference)."""
+    import pickle
+
+    out = {}
+    for name, fn in functions.items():
+        try:
+            pickle.dumps(fn)
+        except Exception:  # noqa: BLE001 - lambdas, local functions, closures
+            continue
+        out[name] = fn
+    return out
 
 
 class _States(Sequence[ChainState]):
@@ -127,8 +144,15 @@ class MegaLMM:
         ``xarray.Dataset`` of all parameters (user's scale, with coordinates) and
         returns a DataArray (dims kept) or an array.
     run_dir : str or path
-        Directory of the on-disk posterior written by :meth:`save_posterior_chunk`
-        (a zarr store; created when first written).  Default ``"MegaLMM_run"``, as R.
+        Folder of this run on disk, written by :meth:`save_posterior_chunk` (a zarr
+        store of the draws plus the chains' states; created when first written).
+        Default ``"MegaLMM_run"``, as R.  One run per folder: a folder that holds
+        another run (another model's, or an earlier run of this one) is refused,
+        so that nothing is mixed with, appended to or deleted from it; continue
+        such a run with :meth:`MegaLMM.resume`.
+    overwrite : bool
+        Delete the run held in ``run_dir`` (only pymegalmm's own files) and start
+        this one there.  Default False.
     verbose : bool
         Show the memory estimate and a short setup summary on stderr (always logged
         at INFO on the ``"pymegalmm"`` logger).
@@ -164,7 +188,9 @@ class MegaLMM:
         record: Iterable[str] | None = None,
         functions: Mapping[str, Callable[[xr.Dataset], Any]] | None = None,
         run_dir: str | os.PathLike = "MegaLMM_run",
+        overwrite: bool = False,
         verbose: bool = True,
+        _resume: RunDirectory | None = None,
     ) -> None:
         t0 = time.perf_counter()
         shortcuts = {"n_factors": n_factors, "h2_divisions": h2_divisions, "burn": burn,
@@ -184,7 +210,18 @@ class MegaLMM:
         self.functions = check_functions(
             functions, [*self._dims, *DERIVED_NEEDS, "Eta_mean"])
         self.verbose = check_bool("verbose", verbose)
-        self.store = PosteriorStore(check_path("run_dir", run_dir))
+        run_dir = check_path("run_dir", run_dir)
+        overwrite = check_bool("overwrite", overwrite)
+        self._spec = {"Y": Y, "formula": formula, "data": data, "relmat": relmat,
+                      "control": self._control, "priors": self.priors,
+                      "observation": self.observation, "chains": self._n_chains,
+                      "seed": self._seed, "record": list(self.record),
+                      "functions": _picklable(self.functions)}
+        if _resume is None:
+            self.store = self._run_directory(run_dir)
+            self.store.check_available(overwrite)  # before the setup: fail fast
+        else:
+            self.store = _resume
         self._lock = threading.Lock()
         # Numerical setup runs with a single-threaded BLAS: eigendecompositions with
         # near-degenerate eigenvalues return different (equally valid) bases for
@@ -222,8 +259,96 @@ class MegaLMM:
             self.chains = [Chain(self.data, np.random.default_rng(s), self._recorder(f"chain {c}"))
                            for c, s in enumerate(seeds[:-1])]
         self.observation, self._groups = observation, groups
+        self._spec["observation"] = observation
         self._results = RunResults(self.chains, self.store, self.coords, self._dims,
                                    param_descriptions(self.priors.Lambda_prior))
+
+    def _run_directory(self, path: os.PathLike) -> RunDirectory:
+        """This model's run folder, with the fingerprint of its specification."""
+        import pymegalmm
+
+        spec = {**self._spec, "functions": sorted(self.functions),
+                "version": pymegalmm.__version__}
+        return RunDirectory(path, fingerprint(spec), fingerprint_parts(spec))
+
+    @classmethod
+    def resume(cls, run_dir: str | os.PathLike, *,
+               functions: Mapping[str, Callable[[xr.Dataset], Any]] | None = None,
+               verbose: bool = True) -> MegaLMM:
+        """Continue a run saved in ``run_dir`` exactly where its last saved chunk left it.
+
+        The model is rebuilt from the specification saved with the run, every chain
+        continues from its state at the last :meth:`save_posterior_chunk` (arrays and
+        random-number generator), and the saved draws stay the run's: ``m.sample(n)``
+        then records exactly the draws an uninterrupted run would have recorded.
+        Draws recorded after the last saved chunk (e.g. before a crash) are drawn
+        again, identically.
+
+        Parameters
+        ----------
+        run_dir : str or path
+            The run's folder.
+        functions : dict of str -> callable, optional
+            The run's posterior functions, needed when they could not be saved with
+            it (lambdas and local functions cannot be pickled); same names.
+        verbose : bool
+            Setup messages.
+
+        Returns
+        -------
+        MegaLMM
+            The model, at iteration :attr:`iteration`.
+
+        Notes
+        -----
+        The specification is stored with :mod:`pickle`: resume only runs you trust,
+        as with any pickle.
+        """
+        check_path("run_dir", run_dir)
+        run, spec = RunDirectory.adopt(run_dir)
+        saved = spec.pop("functions") or {}
+        wanted = run.manifest.get("info", {}).get("functions", list(saved))
+        given = dict(saved) if functions is None else dict(functions)
+        missing = sorted(set(wanted) - set(given))
+        if missing:
+            raise InputError(f"the run in {str(run_dir)!r} evaluates the posterior functions "
+                             f"{missing}, which could not be saved with it: pass them as "
+                             "functions={...} to MegaLMM.resume")
+        observation = spec.pop("observation")
+        m = cls(**spec, observation=observation, functions=given or None, run_dir=run_dir,
+                verbose=verbose, _resume=run)
+        if m._run_directory(run_dir).fingerprint != run.fingerprint:
+            raise InputError(f"the model rebuilt from {str(run_dir)!r} does not match the "
+                             "run's fingerprint (different package version or functions)")
+        states = run.states()
+        if not states:  # claimed but never committed: the chains start from their seeds
+            return m
+        if len(states) != len(m.chains):
+            raise InputError(f"run_dir {str(run_dir)!r} holds {len(states)} chain states for "
+                             f"{len(m.chains)} chains")
+        for chain, state in zip(m.chains, states, strict=True):
+            chain.state = state
+        m._set_burn(int(run.manifest["burn"]))
+        return m
+
+    @property
+    def iteration(self) -> int:
+        """Iterations completed by every chain (chains advance together; after an
+        interrupted :meth:`sample` the least advanced chain's count)."""
+        return min(c.nrun for c in self.chains)
+
+    def _level(self, what: str) -> None:
+        """Raise unless every chain is at the same iteration."""
+        runs = [c.nrun for c in self.chains]
+        if len(set(runs)) > 1:
+            raise RuntimeError(
+                f"{what}: the chains are at different iterations {runs} after an interrupted "
+                "sample(); call sample(0) to bring them level first")
+
+    def _commit_info(self) -> dict[str, Any]:
+        return {"functions": sorted(self.functions),
+                "sampling_seconds": self.sampling_seconds,
+                "iterations_timed": self.iterations_timed}
 
     def _recorder(self, label: str) -> Recorder:
         c = self._control
@@ -254,6 +379,12 @@ class MegaLMM:
     def sample(self, n_iter: int, progress: bool = True) -> MegaLMM:
         """Run ``n_iter`` Gibbs iterations on every chain, recording after ``burn``.
 
+        Ctrl-C stops at the end of the current iteration and leaves the model
+        consistent (press it twice to stop at once; the chain cut mid-iteration then
+        refuses to continue).  When an interruption or a failing posterior function
+        left the chains at different iterations, the chains behind are first brought
+        level with the most advanced one; ``sample(0)`` does only that.
+
         Parameters
         ----------
         n_iter : int
@@ -269,13 +400,23 @@ class MegaLMM:
         n_iter = check_int("n_iter", n_iter, minimum=0)
         progress = check_bool("progress", progress)
         with self._exclusive("sample"):
+            target = max(c.nrun for c in self.chains) + n_iter
+            todo = [target - c.nrun for c in self.chains]
             t0 = time.perf_counter()
-            with tqdm(total=n_iter * len(self.chains), disable=not progress, desc="MegaLMM",
-                      unit="it") as bar, sampling_threads(self._control.n_threads):
-                for chain in self.chains:
-                    chain.sample(n_iter, callback=lambda: bar.update(1))
-            self.sampling_seconds += time.perf_counter() - t0
-            self.iterations_timed += n_iter * len(self.chains)
+            done = 0
+            try:
+                with tqdm(total=sum(todo), disable=not progress, desc="MegaLMM",
+                          unit="it") as bar, sampling_threads(self._control.n_threads), \
+                        deferred_interrupt() as stop:
+                    for chain, n in zip(self.chains, todo, strict=True):
+                        done += chain.sample(n, callback=lambda: bar.update(1), stop=stop)
+                        if stop():
+                            raise KeyboardInterrupt(
+                                "sampling stopped at the end of an iteration; the model is "
+                                "consistent (sample() brings every chain level again)")
+            finally:
+                self.sampling_seconds += time.perf_counter() - t0
+                self.iterations_timed += done
             for c, chain in enumerate(self.chains):
                 chain.check_finite(f"chain {c}")
         return self
@@ -309,6 +450,7 @@ class MegaLMM:
         """
         drop_cor_threshold = check_float("drop_cor_threshold", drop_cor_threshold, low=0.0,
                                          high=1.0, low_open=True)
+        self._level("reorder_factors")
         with self._exclusive("reorder_factors"), sampling_threads(self._control.n_threads):
             for chain in self.chains:
                 chain.reorder_factors(drop_cor_threshold)
@@ -393,6 +535,10 @@ class MegaLMM:
         except ValueError as exc:
             raise InputError(f"mdmap does not fit this model's Y: {exc}") from exc
         self._build(observation)
+        if self.store.owned:  # a run of 0 iterations: start it again with the new map
+            self.store.clear_files()
+        self.store = self._run_directory(self.store.path)
+        self._results.store = self.store
         return self
 
     def estimate_memory_initialization(self) -> int:
@@ -473,18 +619,31 @@ class MegaLMM:
 
     def clear_posterior(self, disk: bool = True) -> None:
         """Forget the recorded draws and posterior means (R: ``clear_Posterior``);
-        with ``disk``, also the chunks saved in ``run_dir``."""
-        self._results.clear(check_bool("disk", disk))
+        with ``disk``, also the chunks this model saved in ``run_dir`` (the chains'
+        states are saved instead, so the run stays resumable)."""
+        disk = check_bool("disk", disk)
+        if disk and self.store.owned:
+            self._level("clear_posterior")
+        self._results.clear(disk, [c.state for c in self.chains], self.control.burn,
+                            self._spec)
 
     def save_posterior_chunk(self) -> int:
-        """Append the draws held in memory to the zarr store in ``run_dir``, then free them.
+        """Append the draws held in memory to the run in ``run_dir``, then free them.
 
-        The running sums of the posterior means go along, so :attr:`posterior_means`
-        stays exact.  R: ``save_posterior_chunk``.  Returns the draws per chain written.
+        The running sums of the posterior means and every chain's state go along, in
+        one crash-safe commit: a process killed at any moment leaves the previous
+        chunk readable, and :meth:`resume` continues from the last chunk exactly.
+        The first call claims ``run_dir`` for this model.  R: ``save_posterior_chunk``.
+        Returns the draws per chain written.
         """
+        self._level("save_posterior_chunk")
         try:
-            return self._results.save_chunk()
+            return self._results.save_chunk([c.state for c in self.chains],
+                                            self.control.burn, self._spec,
+                                            self._commit_info())
         except OSError as exc:
+            if isinstance(exc, RunDirectoryError | StoreError):
+                raise
             raise OSError(exc.errno, f"run_dir {str(self.store.path)!r} cannot be written: "
                           f"{exc.strerror or exc}") from exc
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -72,8 +73,9 @@ class ChainState:
         own = [f.name for f in fields(self) if f.name not in ("nrun", "rng", "lambda_prior")]
         return own + list(self.lambda_prior)
 
-    def save(self, path: str | Path) -> None:
-        """Write the state, including the generator's state, to an ``.npz`` file."""
+    def save(self, path: str | Path | BinaryIO) -> None:
+        """Write the state, including the generator's state, to an ``.npz`` file (or an
+        open binary file)."""
         own = [f.name for f in fields(self) if f.name not in ("nrun", "rng", "lambda_prior",
                                                               "QtEta")]
         arrays = {name: getattr(self, name) for name in own}
@@ -82,6 +84,9 @@ class ChainState:
         meta = {"nrun": self.nrun, "n_groups": len(self.QtEta),
                 "rng": self.rng.bit_generator.state,
                 "bit_generator": type(self.rng.bit_generator).__name__}
+        if hasattr(path, "write"):
+            np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+            return
         with open(path, "wb") as fh:  # a file object: numpy must not append ".npz"
             np.savez(fh, __meta__=np.array(json.dumps(meta)), **arrays)
 

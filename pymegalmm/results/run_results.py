@@ -14,10 +14,12 @@ import pandas as pd
 import scipy.sparse as sp
 import xarray as xr
 
+from ..core.state import ChainState
 from ..design import Design
 from ..errors import InputError
 from ..run.chain import Chain
-from ..run.store import PosteriorStore
+from ..run.draws import DrawStore
+from ..run.run_dir import RunDirectory
 from .dataset import draws_to_dataset
 from .derived import add_derived
 from .prediction import check_kind, expected_draws, summarise
@@ -34,21 +36,35 @@ class RunResults:
     Parameters
     ----------
     chains : the model's chains.
-    store : the run's on-disk store.
+    store : the run's folder (committed draws and means; none until the model saves).
     coords : names of the dims.
     dims, descriptions : of the recordable parameters.
     """
 
-    def __init__(self, chains: list[Chain], store: PosteriorStore, coords: Coordinates,
+    def __init__(self, chains: list[Chain], store: RunDirectory, coords: Coordinates,
                  dims: Mapping[str, tuple[str, ...]], descriptions: Mapping[str, str]) -> None:
         self.chains, self.store, self.coords = chains, store, coords
         self.dims, self.descriptions = dims, descriptions
         self._warned_covariances = False
 
+    def _common(self) -> list[DrawStore]:
+        """Each chain's in-memory draws at the iterations every chain recorded.
+
+        Chains record at the same iterations; they differ only after an interrupted
+        ``sample()`` (a chain ahead of the others, or a draw dropped because a
+        posterior function raised), and then only the draws common to all are used.
+        """
+        stores = [c.recorder.draws for c in self.chains]
+        common = set(stores[0].iterations).intersection(*(s.iterations for s in stores[1:]))
+        if all(len(s) == len(common) for s in stores):
+            return stores
+        return [s.select(i for i, it in enumerate(s.iterations) if it in common)
+                for s in stores]
+
     @property
     def n_draws(self) -> int:
-        """Recorded draws per chain, in memory."""
-        return len(self.chains[0].recorder.draws)
+        """Recorded draws per chain in memory (those recorded by every chain)."""
+        return len(self._common()[0])
 
     def _no_draws(self, where: str) -> str:
         chain = self.chains[0]
@@ -65,8 +81,7 @@ class RunResults:
         if self.n_draws == 0:
             raise RuntimeError(self._no_draws("in memory") + "; draws saved with "
                                "save_posterior_chunk() are in load_posterior()")
-        ds = draws_to_dataset([c.recorder.draws for c in self.chains], self.coords,
-                              self.dims, self.descriptions)
+        ds = draws_to_dataset(self._common(), self.coords, self.dims, self.descriptions)
         fit = self.covariances_fit(self.n_draws)
         if not fit and not self._warned_covariances:
             self._warned_covariances = True  # once per model, not at every chunk
@@ -77,15 +92,21 @@ class RunResults:
             )
         return add_derived(ds, ["U", "h2"] + (["G", "R"] if fit else []))
 
-    def memory_means(self) -> xr.Dataset:
-        """Posterior means of the draws in memory."""
-        draws = [c.recorder.draws for c in self.chains]
-        total = sum(s.n_means for s in draws)
-        mean = sum(s.mean_sums["Eta_mean"] for s in draws) / total
-        da = xr.DataArray(mean, dims=("row", "trait"),
+    def _means_dataset(self, sums: Mapping[str, np.ndarray], count: int) -> xr.Dataset:
+        da = xr.DataArray(sums["Eta_mean"] / count, dims=("row", "trait"),
                           coords={"row": self.coords.row, "trait": self.coords.trait},
                           attrs={"description": self.descriptions["Eta_mean"]})
         return xr.Dataset({"Eta_mean": da})
+
+    def memory_sums(self) -> dict[str, np.ndarray]:
+        """Running sums of the posterior means over the draws in memory (all chains)."""
+        draws = [c.recorder.draws for c in self.chains if c.recorder.draws.n_means]
+        return {name: sum(s.mean_sums[name] for s in draws) for name in draws[0].mean_sums
+                } if draws else {}
+
+    def memory_means(self) -> xr.Dataset:
+        """Posterior means of the draws in memory."""
+        return self._means_dataset(self.memory_sums(), self.n_means_in_memory())
 
     def n_means_in_memory(self) -> int:
         """Draws summed in the in-memory means (all chains)."""
@@ -93,17 +114,12 @@ class RunResults:
 
     def posterior_means(self) -> xr.Dataset:
         """Means over every recorded draw of every chain, in memory and on disk."""
+        disk, n_disk = self.store.mean_sums()
         n_mem = self.n_means_in_memory()
-        n_disk = self.store.n_draws * len(self.chains)
         if n_mem + n_disk == 0:
             raise RuntimeError(self._no_draws("recorded"))
-        if n_disk == 0:
-            return self.memory_means()
-        disk = self.store.load_means()
-        if n_mem == 0:
-            return disk
-        with xr.set_options(keep_attrs=True):
-            return (disk * n_disk + self.memory_means() * n_mem) / (n_disk + n_mem)
+        sums = {k: disk.get(k, 0.0) + v for k, v in self.memory_sums().items()} or disk
+        return self._means_dataset(sums, n_disk + n_mem)
 
     def reload_posterior(self) -> xr.Dataset:
         """Saved chunks and draws in memory, in one Dataset read into memory."""
@@ -124,8 +140,7 @@ class RunResults:
 
     def _memory_draws(self, names: list[str]) -> xr.Dataset:
         """The draws in memory of ``names`` (``U`` derived), without ``G``, ``R``, ``h2``."""
-        ds = draws_to_dataset([c.recorder.draws for c in self.chains], self.coords,
-                              self.dims, self.descriptions)
+        ds = draws_to_dataset(self._common(), self.coords, self.dims, self.descriptions)
         if "U" in names:
             ds = add_derived(ds, ["U"])
         return ds[names]
@@ -192,25 +207,31 @@ class RunResults:
         """Draws of all chains, saved and in memory."""
         return (self.store.n_draws + self.n_draws) * len(self.chains)
 
-    def save_chunk(self) -> int:
-        """Append the draws in memory to the store, then free them; draws per chain written."""
+    def save_chunk(self, states: list[ChainState], burn: int, spec: Mapping[str, Any],
+                   info: Mapping[str, Any]) -> int:
+        """Commit the draws in memory, the posterior-mean sums and the chains' ``states`` to
+        the run folder, then free them; returns the draws per chain written.
+
+        Every chain must be at the same iteration; draws recorded by some chains only
+        (their iteration was interrupted in another) are dropped.
+        """
         n = self.n_draws
-        if n == 0:
-            return 0
-        self.store.append(self.posterior())
-        count = self.n_means_in_memory()
-        with xr.set_options(keep_attrs=True):  # older xarray (2025.6) drops attrs
-            sums = self.memory_means() * count
-        self.store.append_means(sums, count)
+        draws = self.posterior() if n else None
+        self.store.commit(draws=draws, mean_sums=self.memory_sums(),
+                          n_means=self.n_means_in_memory(), states=states, burn=burn,
+                          spec=spec, info=info)
         self.clear(disk=False)
         return n
 
-    def clear(self, disk: bool = True) -> None:
-        """Forget the draws in memory (and on disk)."""
+    def clear(self, disk: bool = True, states: list[ChainState] | None = None,
+              burn: int = 0, spec: Mapping[str, Any] | None = None) -> None:
+        """Forget the draws in memory and, with ``disk``, the committed ones (a new commit
+        of ``states`` with no draws, when the model owns its folder)."""
         for c in self.chains:
             c.recorder.draws.clear()
-        if disk:
-            self.store.clear()
+        if disk and self.store.owned and states is not None:
+            self.store.commit(draws=None, mean_sums=None, n_means=0, states=states,
+                              burn=burn, spec=spec, clear=True)
 
     def estimate_memory(self, n_iter: int, record: Iterable[str]) -> int:
         """Bytes of the draws the next ``n_iter`` iterations will record in memory."""

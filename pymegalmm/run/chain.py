@@ -38,21 +38,44 @@ class Chain:
         self.state = initial_state(data, rng) if state is None else state
         self.recorder = recorder
         self.work = Workspace()
+        #: True when an iteration was cut in its middle (its arrays may disagree).
+        self.torn = False
 
     @property
     def nrun(self) -> int:
         """Iterations run so far."""
         return self.state.nrun
 
-    def sample(self, n_iter: int, callback: Callable[[], None] | None = None) -> None:
-        """Run ``n_iter`` iterations, recording as the recorder says; ``callback`` after each."""
+    def sample(self, n_iter: int, callback: Callable[[], None] | None = None,
+               stop: Callable[[], bool] | None = None) -> int:
+        """Run up to ``n_iter`` iterations, recording as the recorder says.
+
+        ``callback`` is called after each iteration; ``stop`` is asked after each one
+        and ends the run early when it returns True.  An exception inside an
+        iteration marks the chain as torn (see :attr:`torn`).  Returns the
+        iterations run.
+        """
+        if self.torn:
+            raise RuntimeError(
+                "this chain was interrupted in the middle of an iteration, so its arrays may "
+                "disagree; resume the run from its last saved chunk (MegaLMM.resume) or "
+                "create the model again")
         s, d, rec = self.state, self.data, self.recorder
+        done = 0
         for _ in range(int(n_iter)):
-            gibbs_iteration(s, d, self.work)
+            try:
+                gibbs_iteration(s, d, self.work)
+            except BaseException:
+                self.torn = True
+                raise
+            done += 1
             if rec.is_recorded(s.nrun):
                 rec.record(s, d)
             if callback is not None:
                 callback()
+            if stop is not None and stop():
+                break
+        return done
 
     def reorder_factors(self, drop_cor_threshold: float) -> np.ndarray:
         """Drop redundant factors and sort the rest (see :func:`pymegalmm.core.reorder`)."""

@@ -56,20 +56,24 @@ class Recorder:
         return sum(self.is_recorded(i) for i in range(start + 1, start + int(n_iter) + 1))
 
     def record(self, s: ChainState, d: ModelData) -> None:
-        """Record the chain's current state."""
+        """Record the chain's current state, whole or not at all.
+
+        Everything (parameters, predictions, user functions) is computed first and
+        added to the draws only when all of it succeeded: a failing function or an
+        interrupt leaves the recorded draws as they were.
+        """
         values = self.transform.parameters(s, d)
         expected = self.transform.expected_Y(s, d)
         for name, value in [*values.items(), ("Eta_mean", expected)]:
             if not np.all(np.isfinite(value)):
                 raise SamplerError(f"{self.label}iteration {s.nrun}: {name} has non-finite "
                                    "values on the user's scale")
-        self.draws.add(values)
-        self.draws.add_to_mean("Eta_mean", expected)
-        self.draws.n_means += 1
+        functions = {}
         if self.functions:
             draw = self.draw_dataset(values)
             for name, fn in self.functions.items():
-                self.draws.add_function(name, evaluate_function(fn, draw, name))
+                functions[name] = evaluate_function(fn, draw, name)
+        self.draws.add(s.nrun, values, functions, {"Eta_mean": expected})
 
     def draw_dataset(self, values: dict[str, np.ndarray]) -> xr.Dataset:
         """One draw as a labelled Dataset with the derived quantities."""

@@ -169,6 +169,9 @@ class PosteriorStore:
         Directory of the store.  It is created by the first :meth:`append` or
         :meth:`append_means`; an existing store is reopened, and later appends
         continue it.
+    draws_group : str
+        Name of the zarr group of the draws (default ``"draws"``; a run directory
+        uses ``"posterior"``, ArviZ's name).
 
     Notes
     -----
@@ -184,8 +187,9 @@ class PosteriorStore:
     >>> store.load(["Lambda"])["Lambda"].mean(("chain", "draw"))  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, draws_group: str = _DRAWS) -> None:
         self.path = Path(path)
+        self.draws_group = draws_group
 
     def __repr__(self) -> str:
         return f"PosteriorStore({str(self.path)!r}, n_draws={self.n_draws})"
@@ -227,11 +231,11 @@ class PosteriorStore:
     @property
     def n_draws(self) -> int:
         """Draws per chain stored so far (0 for an empty or missing store)."""
-        if not self._has_group(_DRAWS):
+        if not self._has_group(self.draws_group):
             return 0
         import zarr
 
-        group = zarr.open_group(str(self.path), path=_DRAWS, mode="r")
+        group = zarr.open_group(str(self.path), path=self.draws_group, mode="r")
         return int(group["draw"].shape[0])
 
     def append(self, draws: xr.Dataset) -> None:
@@ -264,7 +268,7 @@ class PosteriorStore:
         if k == 0:
             return
         draws = draws.drop_encoding().compute()
-        if not self._has_group(_DRAWS):
+        if not self._has_group(self.draws_group):
             draws = draws.assign_coords(draw=np.arange(k))
             encoded = _encode_strings(draws)
             encoding = {
@@ -272,10 +276,10 @@ class PosteriorStore:
                 for name, var in encoded.variables.items()
                 if "draw" in var.dims
             }
-            self._write(encoded, _DRAWS, mode="w", encoding=encoding)
+            self._write(encoded, self.draws_group, mode="w", encoding=encoding)
             return
 
-        stored = self._open(_DRAWS, lazy=True)
+        stored = self._open(self.draws_group, lazy=True)
         n0 = stored.sizes["draw"]
         if draws.sizes.get("chain") != stored.sizes["chain"]:
             raise ValueError(
@@ -289,7 +293,7 @@ class PosteriorStore:
         fixed = [k_ for k_, v in draws.coords.items() if "draw" not in v.dims]
         chunk = draws.drop_vars(fixed).assign_coords(draw=np.arange(n0, n0 + k))
         chunk.attrs = dict(stored.attrs)  # xarray would overwrite the group's attrs
-        self._write(_encode_strings(chunk), _DRAWS, append_dim="draw")
+        self._write(_encode_strings(chunk), self.draws_group, append_dim="draw")
 
     def load(self, names: list[str] | None = None, lazy: bool = True) -> xr.Dataset:
         """All stored draws of every chain.
@@ -316,7 +320,7 @@ class PosteriorStore:
         KeyError
             If a name is not a stored variable (the message lists those stored).
         """
-        if not self._has_group(_DRAWS):
+        if not self._has_group(self.draws_group):
             raise FileNotFoundError(
                 f"no posterior chunk was saved in {str(self.path)!r} yet: call "
                 "save_posterior_chunk() after sampling"
@@ -324,7 +328,7 @@ class PosteriorStore:
         if names is not None:
             if isinstance(names, str):
                 names = [names]
-            ds = self._open(_DRAWS, lazy=True)
+            ds = self._open(self.draws_group, lazy=True)
             unknown = [n for n in names if n not in ds.data_vars]
             if unknown:
                 raise KeyError(
@@ -333,7 +337,63 @@ class PosteriorStore:
                 )
             ds = ds[list(names)]
             return ds if lazy else ds.load()
-        return self._open(_DRAWS, lazy=lazy)
+        return self._open(self.draws_group, lazy=lazy)
+
+    def draw_lengths(self) -> dict[str, int]:
+        """Length along ``draw`` of every array of the draws group, as written on disk.
+
+        They differ only when an append was interrupted (see :meth:`truncate`).
+        """
+        if not self._has_group(self.draws_group):
+            return {}
+        import zarr
+
+        group = zarr.open_group(str(self.path), path=self.draws_group, mode="r")
+        out = {}
+        for name, arr in group.arrays():
+            dims = arr.attrs.get("_ARRAY_DIMENSIONS")
+            if dims is None:  # zarr 3 keeps the dims in the metadata
+                dims = getattr(arr.metadata, "dimension_names", None) or ()
+            if "draw" in dims:
+                out[name] = int(arr.shape[list(dims).index("draw")])
+        return out
+
+    def truncate(self, n: int) -> None:
+        """Cut every array of the draws group to its first ``n`` draws (0: remove the group).
+
+        Undoes an interrupted :meth:`append`: the draws written before it are kept
+        untouched (each zarr file is replaced atomically, never written in place).
+        """
+        if not self._has_group(self.draws_group):
+            return
+        if n == 0:
+            shutil.rmtree(self.path / self.draws_group)
+            return
+        lengths = self.draw_lengths()
+        if all(v == n for v in lengths.values()):
+            return
+        import zarr
+
+        group = zarr.open_group(str(self.path), path=self.draws_group, mode="r+")
+        for name, length in lengths.items():
+            if length != n:
+                arr = group[name]
+                dims = arr.attrs.get("_ARRAY_DIMENSIONS") or arr.metadata.dimension_names
+                shape = list(arr.shape)
+                shape[list(dims).index("draw")] = n
+                arr.resize(tuple(shape))
+
+    def files(self) -> dict[str, int]:
+        """Size in bytes of every file of the draws group, by path relative to ``path``."""
+        root = self.path / self.draws_group
+        if not root.is_dir():
+            return {}
+        out = {}
+        for dirpath, _, names in os.walk(root):
+            for name in names:
+                full = Path(dirpath, name)
+                out[full.relative_to(self.path).as_posix()] = full.stat().st_size
+        return out
 
     # ---------------------------------------------------------------- means
 
@@ -404,7 +464,7 @@ class PosteriorStore:
         """
         if not self.path.exists():
             return
-        for group in (_DRAWS, _MEANS):
+        for group in (self.draws_group, _MEANS):
             if (self.path / group).is_dir():
                 shutil.rmtree(self.path / group)
         for name in _ROOT_METADATA:
