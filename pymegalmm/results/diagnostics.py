@@ -564,23 +564,27 @@ def factor_report(post: xr.Dataset, threshold: float = 0.01, *, prob: float = 0.
 
     **Too few factors.**  The ARD prior (Bhattacharya and Dunson 2011) shrinks each
     factor more than the one before, so that factors the data do not need are
-    shrunk towards zero: with ample factors the superfluous ones explain a
-    negligible share of the variance (in our simulations with three superfluous
-    factors, the smallest explained 0.1-0.5%).  If instead even the smallest factor
-    explains more than ``threshold`` (default 1%) of the variance in nearly every
-    draw (probability above ``prob``, default 0.9) of some chain, every factor is
-    in use and the data probably support more: a :class:`TooFewFactorsWarning` (a
-    :class:`UserWarning`) suggests increasing ``n_factors`` (R MegaLMM issue #3,
-    "how many factors?").  Adding factors costs time, not accuracy, since the
-    extra ones are shrunk away.  The rule asks for nearly every draw because, with
-    few rows, one or two superfluous factors can pick up chance structure and
-    explain a few percent in some draws (we saw medians of 1-2% with 80 rows and
-    10 traits); when all factors are needed, the smallest usually explains far more
-    (15-20% in our simulations with 2 factors for 4).  The smallest share *per
-    draw* is used, not the last factor's, because it does not depend on the order
-    of the factors (with ARD's ordering it is normally the last factor's).  A
-    factor that acts on a few traits of many can explain less than 1% of the total
-    yet matter for those traits: ``max_trait_share`` shows it.
+    shrunk towards zero: with ample factors the superfluous ones explain a small
+    share of the variance.  If instead even the smallest factor explains more than
+    ``threshold`` (default 1%) of the variance in nearly every draw (probability
+    above ``prob``, default 0.9) of some chain, every factor is in use and the data
+    probably support more: a :class:`TooFewFactorsWarning` (a :class:`UserWarning`)
+    suggests increasing ``n_factors`` (R MegaLMM issue #3, "how many factors?").
+    Adding factors costs time, not accuracy, since the extra ones are shrunk away.
+
+    Why these defaults: in our simulations (60-150 rows, 8-20 traits, 1-5 true
+    factors, 2 chains) with three superfluous factors, the smallest factor's
+    share had a median of 0.2-1.2% per chain and exceeded 1% in at most 62% of a
+    chain's draws; with too few factors (2 for 4), it explained 17-23% in every
+    draw.  Asking for nearly every draw rather than most keeps superfluous
+    factors that pick up chance structure in small samples (a few percent in
+    some draws) from raising the warning; with a single superfluous factor and
+    few rows it can still be raised (we saw one chain at 6%), and adding a factor
+    or two then settles the question.  The smallest share *per draw* is used,
+    not the last factor's, because it does not depend on the order of the factors
+    (with ARD's ordering it is normally the last factor's).  A factor acting on a
+    few traits of many can explain less than 1% of the total yet matter for those
+    traits: ``max_trait_share`` shows it.
 
     Parameters
     ----------

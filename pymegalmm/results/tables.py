@@ -512,20 +512,28 @@ def _z_scale(x: np.ndarray) -> np.ndarray:
 
 
 def _basic_rhat(x: np.ndarray) -> np.ndarray:
-    """Gelman-Rubin R-hat of ``(element, chain, draw)`` (NaN when within-chain variance is 0)."""
+    """Gelman-Rubin R-hat of ``(element, chain, draw)``.
+
+    Infinite when every chain is constant but the chains differ (stuck chains), NaN
+    when all draws are equal.
+    """
     n = x.shape[2]
     between = n * x.mean(axis=2).var(axis=1, ddof=1)
     within = x.var(axis=2, ddof=1).mean(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.sqrt((between / within + n - 1) / n)
-    return np.where(within > 0, out, np.nan)
+        return np.sqrt((between / within + n - 1) / n)
 
 
 def _rank_rhat(split: np.ndarray) -> np.ndarray:
-    """Rank-normalised R-hat of split chains ``(element, chain, draw)``: max of bulk and tail."""
+    """Rank-normalised R-hat of split chains ``(element, chain, draw)``: max of bulk and tail.
+
+    As ArviZ, the tail R-hat is ignored when NaN (the folded draws all tie), the bulk
+    R-hat is not.
+    """
     bulk = _basic_rhat(_z_scale(split))
     med = np.median(split.reshape(split.shape[0], -1), axis=1)[:, None, None]
-    return np.maximum(bulk, _basic_rhat(_z_scale(np.abs(split - med))))
+    tail = _basic_rhat(_z_scale(np.abs(split - med)))
+    return np.where(tail > bulk, tail, bulk)
 
 
 def _autocov(x: np.ndarray) -> np.ndarray:
@@ -624,7 +632,8 @@ def rhat(draws: ArrayLike, *, one_chain: bool = False) -> np.ndarray:
     -------
     numpy.ndarray, shape (...)
         R-hat of each quantity; NaN with fewer than 2 chains (unless ``one_chain``)
-        or 4 draws per chain, with a missing draw, or for a constant quantity.
+        or 4 draws per chain, with a missing draw, or for a constant quantity;
+        infinite when each (split) chain is constant but they differ (stuck chains).
 
     Examples
     --------
