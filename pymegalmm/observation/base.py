@@ -68,6 +68,34 @@ class ObservationModel(ABC):
         n, t = observed.shape
         return [(np.arange(n), np.arange(t))]
 
+    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator
+                 ) -> np.ndarray:
+        """Data ``Y`` drawn given the latent ``Eta`` (for simulations; sampler's scale).
+
+        The simulation counterpart of :meth:`sample_latent`, used by
+        :func:`pymegalmm.validation.simulate_from_prior`: it draws the observation
+        model's own parameters, if any, from their priors and then the data, so that
+        simulation-based calibration tests the sampler against this model.
+
+        Parameters
+        ----------
+        Eta : numpy.ndarray
+            ``(n, t)`` latent traits drawn from the factor model.
+        observed : numpy.ndarray
+            ``(n, t)`` bool, True where a cell is observed (NaN elsewhere in ``Y``).
+        rng : numpy.random.Generator
+            Source of every random number.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, t)`` data, NaN where not observed.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement simulate(Eta, observed, rng), needed to "
+            "simulate data (pymegalmm.validation); add it next to sample_latent()"
+        )
+
     @abstractmethod
     def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
                       rng: np.random.Generator) -> None:

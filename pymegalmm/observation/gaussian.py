@@ -67,6 +67,34 @@ class GaussianMissing(ObservationModel):
         return [(np.asarray(g.rows, dtype=np.intp), np.asarray(g.cols, dtype=np.intp))
                 for g in self.missing_data_map.groups]
 
+    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator
+                 ) -> np.ndarray:
+        """``Y = Eta`` where observed, NaN elsewhere: Gaussian data have no parameters of
+        their own (the residual variance is the factor model's).
+
+        Parameters
+        ----------
+        Eta : numpy.ndarray
+            ``(n, t)`` latent traits.
+        observed : numpy.ndarray
+            ``(n, t)`` bool, True where a cell is observed; under a missing-data map
+            it must fit the map.
+        rng : numpy.random.Generator
+            Unused (no parameters to draw).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, t)`` data, NaN where not observed.
+        """
+        observed = np.asarray(observed, dtype=bool)
+        if observed.shape != np.shape(Eta):
+            raise InputError(f"observed must have the shape of Eta {np.shape(Eta)}, got "
+                             f"{observed.shape}")
+        if self.missing_data_map is not None:
+            self.missing_data_map.validate(observed)
+        return np.where(observed, Eta, np.nan)
+
     def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
                       rng: np.random.Generator) -> None:
         """Redraw the missing cells of every block as ``mean + N(0, (1 - sum h2)/tau)``."""

@@ -102,6 +102,48 @@ class ARDPrior(LambdaPrior):
         )
         return {"Lambda_phi": phi, "delta": delta}
 
+    def sample_prior(self, n_factors: int, tot_prec: np.ndarray, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, PriorState]:
+        """Draw ``delta``, ``phi`` and the loadings from the prior that :meth:`update` targets.
+
+        ``delta_1 ~ Gamma(delta_1)``; ``delta_l ~ Gamma(delta_2)`` truncated to
+        ``[1, inf)`` for ``l >= 2`` (drawn exactly, by the inverse of the upper
+        incomplete gamma function); ``phi_kj ~ Gamma(Lambda_df/2, rate Lambda_df/2)``;
+        ``lambda_kj ~ N(0, 1 / (tot_prec_j * phi_kj * prod_{l<=k} delta_l))``.
+
+        Parameters
+        ----------
+        n_factors : int
+            Number of factors ``k``.
+        tot_prec : numpy.ndarray
+            ``(t,)`` total precision of each trait's residual model.
+        rng : numpy.random.Generator
+            Source of every random number.
+
+        Returns
+        -------
+        Lambda : numpy.ndarray
+            ``(k, t)`` loadings (Fortran-ordered).
+        state : PriorState
+            ``{"Lambda_phi": (k, t), "delta": (k,)}``.
+        """
+        from scipy.special import gammaincc, gammainccinv
+
+        k = check_int("n_factors", n_factors, minimum=1)
+        tot_prec = np.asarray(tot_prec, dtype=float)
+        t = tot_prec.shape[0]
+        a2, b2 = self.delta_2.shape, self.delta_2.rate
+        first = rng.gamma(self.delta_1.shape, 1.0 / self.delta_1.rate, size=1)
+        upper_at_1 = gammaincc(a2, b2 * 1.0)  # P(delta_l > 1) before truncation
+        # 1 - u is in (0, 1]: the draw is in [1, inf)
+        later = gammainccinv(a2, upper_at_1 * (1.0 - rng.random(k - 1))) / b2
+        delta = np.concatenate([first, np.maximum(later, 1.0)])
+        nu = self.Lambda_df
+        phi = np.asfortranarray(rng.gamma(0.5 * nu, 2.0 / nu, size=(k, t)))
+        precision = tot_prec[None, :] * phi * np.cumprod(delta)[:, None]
+        Lambda = np.asfortranarray(rng.standard_normal((k, t)) / np.sqrt(precision))
+        return Lambda, {"Lambda_phi": phi, "delta": delta}
+
     def permute(self, state: PriorState, order: np.ndarray) -> PriorState:
         """Local precisions follow their factors; ``delta`` belongs to the *positions*.
 

@@ -84,6 +84,37 @@ class LambdaPrior(ABC):
                rng: np.random.Generator) -> PriorState:
         """Draw the prior's state given the current loadings (step 7); return the new state."""
 
+    def sample_prior(self, n_factors: int, tot_prec: np.ndarray, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, PriorState]:
+        """Draw the prior's state from its hyper-priors, then the loadings given it.
+
+        The simulation counterpart of :meth:`update`, used by
+        :func:`pymegalmm.validation.simulate_from_prior` to check calibration: it must
+        draw from exactly the prior :meth:`precision` and :meth:`mean` describe
+        (``lambda_j ~ N(mean_j, (tot_prec_j * precision_j)^-1)``), so that
+        simulation-based calibration tests the sampler against that prior.
+
+        Parameters
+        ----------
+        n_factors : int
+            Number of factors ``k``.
+        tot_prec : numpy.ndarray
+            ``(t,)`` total precision of each trait's residual model.
+        rng : numpy.random.Generator
+            Source of every random number.
+
+        Returns
+        -------
+        Lambda : numpy.ndarray
+            ``(k, t)`` loadings.
+        state : PriorState
+            The prior's state arrays (as :meth:`initialize` returns them).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement sample_prior(n_factors, tot_prec, rng), "
+            "needed to simulate from the prior (pymegalmm.validation); add it next to update()"
+        )
+
     def permute(self, state: PriorState, order: np.ndarray) -> PriorState:
         """The state with factors in the new ``order`` (new position -> old factor).
 

@@ -69,3 +69,33 @@ def h2_log_prior(prior: H2Prior, grid: np.ndarray, what: str) -> np.ndarray:
         raise InputError(f"{what} weights must be finite, non-negative and not all zero")
     with np.errstate(divide="ignore"):
         return np.log(weights / weights.sum())
+
+
+def sample_h2_prior(prior: H2Prior, grid: np.ndarray, size: int, rng: np.random.Generator,
+                    what: str = "h2_prior") -> np.ndarray:
+    """Grid indices drawn from a discrete h2 prior (for simulations).
+
+    The sampler draws h2 on the grid with the weights of :func:`h2_log_prior`; a
+    simulation from the prior must use the same discrete distribution, not a
+    continuous one.
+
+    Parameters
+    ----------
+    prior : callable, array or None
+        The prior, as in :func:`h2_log_prior`.
+    grid : numpy.ndarray
+        ``(m, G)`` grid of variance proportions.
+    size : int
+        Number of draws (traits or factors).
+    rng : numpy.random.Generator
+        Source of the random numbers.
+    what : str
+        Name used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(size,)`` grid indices (``grid[:, index]`` are the proportions).
+    """
+    weights = np.exp(h2_log_prior(prior, grid, what))
+    return rng.choice(grid.shape[1], size=int(size), p=weights / weights.sum()).astype(np.intp)

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..errors import InputError, InputTypeError
 from ..validate import check_float
 
@@ -42,6 +44,23 @@ class VariancePrior:
         """Gamma rate ``nu * V``."""
         return self.nu * self.V
 
+    def sample_prior(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """``size`` precisions drawn from ``Gamma(nu - 1, rate nu V)`` (for simulations).
+
+        Parameters
+        ----------
+        size : int
+            Number of draws (traits or factors).
+        rng : numpy.random.Generator
+            Source of the random numbers.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(size,)`` precisions.
+        """
+        return rng.gamma(self.shape, 1.0 / self.rate, size=int(size))
+
 
 @dataclass(frozen=True)
 class GammaPrior:
@@ -54,6 +73,10 @@ class GammaPrior:
         object.__setattr__(self, "shape", check_float("shape", self.shape, low=0.0,
                                                       low_open=True))
         object.__setattr__(self, "rate", check_float("rate", self.rate, low=0.0, low_open=True))
+
+    def sample_prior(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """``size`` draws from ``Gamma(shape, rate)`` (for simulations)."""
+        return rng.gamma(self.shape, 1.0 / self.rate, size=int(size))
 
 
 def as_prior(name: str, value: Any, cls: type[VariancePrior] | type[GammaPrior]

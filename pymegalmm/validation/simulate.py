@@ -1,0 +1,215 @@
+"""Draw every parameter of a model from its priors, then data from the model.
+
+The generative model is the one the sampler targets (METHOD.md section 1; sampler's
+scale, which is the user's with ``scale_Y=False``)::
+
+    tot_Eta_prec_j ~ tot_Y_var prior          resid_h2_j ~ h2_prior_resids (grid)
+    tot_F_prec_k   ~ tot_F_var prior          F_h2_k     ~ h2_prior_factors (grid)
+    Lambda, loadings-prior state ~ Lambda_prior.sample_prior(k, tot_Eta_prec)
+    B1 ~ N(0, B1_sd^2)                        (flat prior: see ModelSpec)
+    U_F^(m)[:, k] ~ N(0, F_h2[m, k] / tot_F_prec_k K_m)
+    F   = sum_m Z_m U_F^(m) + E_F,   E_F[:, k] ~ N(0, (1 - sum_m F_h2[m, k]) / tot_F_prec_k)
+    U_R^(m)[:, j] ~ N(0, resid_h2[m, j] / tot_Eta_prec_j K_m)
+    Eta = X1 B1 + F Lambda + sum_m Z_m U_R^(m) + E_R,
+                                     E_R[:, j] ~ N(0, (1 - sum_m resid_h2[m, j]) / tot_Eta_prec_j)
+    Y   = observation.simulate(Eta, observed)
+
+Each part draws its own parameters next to its update: the loadings prior's
+:meth:`~pymegalmm.priors.LambdaPrior.sample_prior`, the precision priors'
+:meth:`~pymegalmm.priors.VariancePrior.sample_prior`, the discrete h2 priors'
+:func:`~pymegalmm.priors.h2.sample_h2_prior` and the observation model's
+:meth:`~pymegalmm.observation.ObservationModel.simulate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+
+from ..core.grid import make_h2_grid
+from ..design import Design
+from ..priors.h2 import sample_h2_prior
+from ..validate import check_instance
+from .spec import ModelSpec
+
+__all__ = ["Simulation", "simulate_from_prior"]
+
+
+@dataclass(eq=False)
+class Simulation:
+    """One draw of parameters from the priors and of data from the model.
+
+    Attributes
+    ----------
+    spec : ModelSpec
+        The specification drawn from.
+    Y : pandas.DataFrame
+        ``(n, t)`` data, NaN where missing; index = the rows of ``data`` kept.
+    data : pandas.DataFrame
+        The covariates of those rows (``spec.fit_data``).
+    observed : numpy.ndarray
+        ``(n, t)`` bool, True where a cell is observed.
+    parameters : dict of str -> numpy.ndarray
+        The true parameters on the sampler's scale: ``Lambda`` (k, t), ``tot_Eta_prec``
+        (t,), ``resid_h2_index`` (t,), ``tot_F_prec`` (k,), ``F_h2_index`` (k,), ``B1``
+        (b1, t), ``U_R`` (levels, t) and ``U_F`` (levels, k) (random effects stacked
+        in formula order), ``F`` (n, k), ``Eta`` (n, t), and the loadings prior's state
+        under ``lambda_prior.<name>``.
+    grid : numpy.ndarray
+        ``(m, G)`` grid of variance proportions.
+    """
+
+    spec: ModelSpec
+    Y: pd.DataFrame
+    data: pd.DataFrame
+    observed: np.ndarray
+    parameters: dict[str, np.ndarray]
+    grid: np.ndarray
+
+    def user_scale(self) -> dict[str, np.ndarray]:
+        """The true parameters as the fitted model reports them.
+
+        The conventions of :class:`pymegalmm.run.transform.UserScale` with
+        ``scale_Y=False`` (user's scale = sampler's scale): factors of unit variance
+        (``Lambda / sqrt(tot_F_prec)``), variance proportions from the grid, and the
+        loadings prior's recorded state.  ``Eta`` is the latent data, missing cells included.
+        """
+        p = self.parameters
+        prior = self.spec.priors.Lambda_prior
+        state = {name[len("lambda_prior."):]: value for name, value in p.items()
+                 if name.startswith("lambda_prior.")}
+        return {
+            "Lambda": p["Lambda"] / np.sqrt(p["tot_F_prec"])[:, None],
+            "F_h2": self.grid[:, p["F_h2_index"]],
+            "resid_h2": self.grid[:, p["resid_h2_index"]],
+            "tot_Eta_prec": p["tot_Eta_prec"].copy(),
+            "tot_F_prec": p["tot_F_prec"].copy(),
+            "B1": p["B1"].copy(),
+            "Eta": p["Eta"].copy(),
+            **prior.record(state),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class _Effect:
+    """One random effect ready to draw from: ``U = root @ z`` has covariance ``K``."""
+
+    Z: object  # scipy sparse or dense (n, r)
+    root: np.ndarray  # (r, r_tilde)
+
+
+def _effects(design: Design) -> list[_Effect]:
+    out = []
+    roots: dict[int, np.ndarray] = {}
+    for re in design.random:
+        key = id(re.K_tilde)  # components of one grouping factor share K
+        if key not in roots:
+            K = re.K_tilde
+            if not np.any(K - np.diag(np.diag(K))):  # diagonal (e.g. no relmat): no eigh
+                roots[key] = re.L * np.sqrt(np.clip(np.diag(K), 0.0, None))[None, :]
+            else:
+                values, vectors = scipy.linalg.eigh(K, check_finite=False)
+                roots[key] = re.L @ (vectors * np.sqrt(np.clip(values, 0.0, None)))
+        out.append(_Effect(re.Z, roots[key]))
+    return out
+
+
+def _draw_effects(effects: list[_Effect], h2: np.ndarray, prec: np.ndarray,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random effects per level (stacked) and their sum ``sum_m Z_m U_m`` over the rows."""
+    per_level, total = [], None
+    for m, eff in enumerate(effects):
+        z = rng.standard_normal((eff.root.shape[1], prec.size))
+        U = eff.root @ z * np.sqrt(h2[m] / prec)[None, :]
+        per_level.append(U)
+        value = np.asarray(eff.Z @ U)
+        total = value if total is None else total + value
+    return np.vstack(per_level), total
+
+
+def _missing_mask(spec: ModelSpec, n: int, t: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n, t)`` bool, True where missing: the spec's array, or a fresh random pattern."""
+    if isinstance(spec.missing, np.ndarray):
+        return spec.missing.copy()
+    per_trait = int(round(spec.missing * n))
+    if per_trait == 0:
+        return np.zeros((n, t), dtype=bool)
+    for _ in range(1000):  # no row may lose every trait (MegaLMM would drop it)
+        mask = np.zeros((n, t), dtype=bool)
+        for j in range(t):
+            mask[rng.permutation(n)[:per_trait], j] = True
+        if not mask.all(axis=1).any():
+            return mask
+    raise ValueError(f"missing = {spec.missing:g} leaves some row without observations in "
+                     "1000 random patterns; use a smaller fraction")
+
+
+def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simulation:
+    """Draw every parameter of ``model_spec`` from its prior, then data from the model.
+
+    The draws follow exactly the priors the sampler uses (see the module docstring):
+    discrete h2 priors on the same grid, the loadings prior's own ``sample_prior``
+    (ARD: ``delta_l >= 1`` for ``l >= 2``), the total precisions of the factors from
+    ``tot_F_var``.  ``B1`` (flat prior) is drawn from ``N(0, B1_sd^2)``.
+
+    Parameters
+    ----------
+    model_spec : ModelSpec
+        The model.
+    rng : numpy.random.Generator
+        Source of every random number (same generator state, same draw).
+
+    Returns
+    -------
+    Simulation
+        The data, the true parameters and their values on the user's scale
+        (:meth:`Simulation.user_scale`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pymegalmm.validation import example_spec, simulate_from_prior
+    >>> sim = simulate_from_prior(example_spec(n=40, traits=3), np.random.default_rng(1))
+    >>> sim.Y.shape
+    (40, 3)
+    """
+    spec = check_instance("model_spec", model_spec, ModelSpec, "a pymegalmm.validation.ModelSpec")
+    check_instance("rng", rng, np.random.Generator, "a numpy.random.Generator")
+    design = spec.design
+    effects = spec.__dict__.get("_effects")
+    if effects is None:
+        effects = _effects(design)
+        object.__setattr__(spec, "_effects", effects)
+    pri, names = spec.priors, spec.trait_names
+    n, t, k, b1 = design.n, len(names), spec.n_factors, design.X1.shape[1]
+    grid = make_h2_grid(len(design.random), spec.control.h2_divisions)
+
+    tau = pri.tot_Y_var.sample_prior(t, rng)
+    resid_idx = sample_h2_prior(pri.h2_prior_resids, grid, t, rng, "h2_prior_resids")
+    tau_F = pri.tot_F_var.sample_prior(k, rng)
+    F_idx = sample_h2_prior(pri.h2_prior_factors, grid, k, rng, "h2_prior_factors")
+    Lambda, prior_state = pri.Lambda_prior.sample_prior(k, tau, rng)
+    B1 = spec.B1_sd * rng.standard_normal((b1, t))
+
+    h_F, h_R = grid[:, F_idx], grid[:, resid_idx]
+    U_F, ZU_F = _draw_effects(effects, h_F, tau_F, rng)
+    F = ZU_F + rng.standard_normal((n, k)) * np.sqrt((1.0 - h_F.sum(axis=0)) / tau_F)
+    U_R, ZU_R = _draw_effects(effects, h_R, tau, rng)
+    Eta = (design.X1 @ B1 + F @ Lambda + ZU_R
+           + rng.standard_normal((n, t)) * np.sqrt((1.0 - h_R.sum(axis=0)) / tau))
+    observed = ~_missing_mask(spec, n, t, rng)
+    Y = spec.observation.simulate(Eta, observed, rng)
+
+    parameters = {
+        "Lambda": np.asarray(Lambda), "tot_Eta_prec": tau, "resid_h2_index": resid_idx,
+        "tot_F_prec": tau_F, "F_h2_index": F_idx, "B1": B1, "U_R": U_R, "U_F": U_F, "F": F,
+        "Eta": Eta,
+        **{f"lambda_prior.{name}": value for name, value in prior_state.items()},
+    }
+    rows = design.rows
+    return Simulation(spec=spec, Y=pd.DataFrame(Y, index=rows, columns=names),
+                      data=spec.data.loc[rows], observed=observed, parameters=parameters,
+                      grid=grid)

@@ -1,0 +1,275 @@
+"""A model specification without data: what :func:`simulate_from_prior` draws from.
+
+:class:`ModelSpec` holds everything of a :class:`~pymegalmm.MegaLMM` model except
+``Y``: the formula, the covariates, the relationship matrices, the number of
+traits and factors, the priors, the observation model, the run settings and which
+cells are missing.  Simulation-based calibration (:func:`pymegalmm.validation.sbc`)
+draws parameters and data from it and fits the same model to each data set.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..control import Control
+from ..design import Design, build_design
+from ..errors import InputError, InputTypeError
+from ..observation import GaussianMissing, ObservationModel
+from ..priors import Priors
+from ..validate import check_float, check_instance, check_int
+
+__all__ = ["ModelSpec", "example_spec"]
+
+
+def _default_control() -> Control:
+    return Control(h2_divisions=20, burn=100, scale_Y=False)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSpec:
+    """A MegaLMM model without its data ``Y``.
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style formula, as for :class:`~pymegalmm.MegaLMM` (at least one random term).
+    data : pandas.DataFrame
+        One row per row of the simulated ``Y``, holding the formula's variables.
+        Rows that :class:`~pymegalmm.MegaLMM` would drop (a missing grouping
+        variable or covariate) are dropped here too.
+    relmat : dict, optional
+        Grouping name -> covariance of its levels, as for :class:`~pymegalmm.MegaLMM`.
+    traits : int or sequence of str
+        Number of traits (named ``y1``, ``y2``, ...) or their names.  Default 5.
+    n_factors : int
+        Number of factors ``k``, both simulated and fitted (it replaces
+        ``control.n_factors``).  Default 2.
+    priors : Priors, optional
+        Priors the parameters are drawn from and the model is fitted with
+        (default :class:`~pymegalmm.Priors`).  Every part must implement its draw
+        (``sample_prior`` of the loadings prior).
+    observation : ObservationModel, optional
+        Observation model (default :class:`~pymegalmm.observation.GaussianMissing`);
+        it must implement ``simulate``.
+    control : Control, optional
+        Run settings of the fits; ``burn`` is the burn-in of every fit.  Must have
+        ``scale_Y=False``: scaling ``Y`` by its own mean and SD makes the fitted prior
+        depend on the data, so draws from the prior would no longer be draws from
+        the model that is fitted.  Default ``Control(h2_divisions=20, burn=100,
+        scale_Y=False)``.
+    missing : float or array of bool
+        A fraction in ``[0, 1)``: that many cells of each trait (rounded) are missing,
+        completely at random, drawn anew for every data set (no row is left without
+        an observation).  Or an ``(n, t)`` boolean array, True where a cell is
+        missing, used for every data set (needed with a missing-data map).
+        Default 0.
+    B1_sd : float
+        SD of the normal distribution the fixed effects ``B1`` are drawn from.  ``B1``
+        has a flat prior, which cannot be drawn from; a flat prior on a location
+        parameter gives calibrated posteriors whatever the true value, so any
+        distribution works.  Default 1.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from pymegalmm.validation import ModelSpec
+    >>> data = pd.DataFrame({"Line": [f"L{i}" for i in range(30)]})
+    >>> spec = ModelSpec("~ 1 + (1|Line)", data, traits=3, n_factors=1)
+    >>> spec.n, spec.trait_names
+    (30, ['y1', 'y2', 'y3'])
+    """
+
+    formula: str
+    data: pd.DataFrame
+    relmat: Mapping[str, Any] | None = None
+    traits: int | Sequence[str] = 5
+    n_factors: int = 2
+    priors: Priors = field(default_factory=Priors)
+    observation: ObservationModel = field(default_factory=GaussianMissing)
+    control: Control = field(default_factory=_default_control)
+    missing: float | np.ndarray = 0.0
+    B1_sd: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.formula, str):
+            raise InputTypeError(f"formula must be a str such as '~ 1 + (1|Line)', got "
+                                 f"{type(self.formula).__name__}")
+        check_instance("data", self.data, pd.DataFrame, "a pandas DataFrame")
+        if self.relmat is not None and not isinstance(self.relmat, Mapping):
+            raise InputTypeError("relmat must be a dict of grouping name -> covariance, got "
+                                 f"{type(self.relmat).__name__}")
+        object.__setattr__(self, "traits", _check_traits(self.traits))
+        object.__setattr__(self, "n_factors", check_int("n_factors", self.n_factors, minimum=1))
+        check_instance("priors", self.priors, Priors, "a pymegalmm.Priors")
+        check_instance("observation", self.observation, ObservationModel,
+                       "a pymegalmm.observation model")
+        check_instance("control", self.control, Control, "a pymegalmm.Control")
+        if self.control.scale_Y:
+            raise InputError(
+                "control.scale_Y must be False for simulation-based calibration: scaling Y by "
+                "its own mean and SD changes the prior with the data, so the fitted model is not "
+                "the one simulated from; use Control(..., scale_Y=False)")
+        object.__setattr__(self, "control", replace(self.control, n_factors=self.n_factors))
+        object.__setattr__(self, "B1_sd", check_float("B1_sd", self.B1_sd, low=0.0))
+        design = self.design  # checks formula, data and relmat
+        if not design.random:
+            raise InputError(f"formula {self.formula!r} has no random-effect term; MegaLMM needs "
+                             "at least one, e.g. '~ 1 + (1|Line)'")
+        object.__setattr__(self, "missing", _check_missing(self.missing, design.n,
+                                                           len(self.trait_names)))
+        if (getattr(self.observation, "missing_data_map", None) is not None
+                and not isinstance(self.missing, np.ndarray)):
+            raise InputError("missing must be a fixed (n, t) boolean array when the observation "
+                             "model has a missing-data map (the map fits one pattern)")
+        observed = (~self.missing if isinstance(self.missing, np.ndarray)
+                    else np.ones((design.n, len(self.trait_names)), dtype=bool))
+        try:  # the observation model can simulate (NotImplementedError names it otherwise)
+            self.observation.simulate(np.zeros(observed.shape), observed,
+                                      np.random.default_rng(0))
+        except (ValueError, KeyError) as exc:
+            raise InputError(f"missing does not fit the observation model: {exc}") from exc
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def trait_names(self) -> list[str]:
+        """Names of the traits."""
+        if isinstance(self.traits, int):
+            return [f"y{j + 1}" for j in range(self.traits)]
+        return list(self.traits)
+
+    @property
+    def design(self) -> Design:
+        """The model's design (fixed effects, random effects), built once and cached."""
+        cached = self.__dict__.get("_design")
+        if cached is None:
+            t = len(self.trait_names)
+            Y = pd.DataFrame(np.zeros((len(self.data), t)), index=self.data.index,
+                             columns=self.trait_names)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # dropped rows: reported by n
+                cached = build_design(Y, self.formula, self.data, self.relmat,
+                                      K_eigen_tol=self.control.K_eigen_tol)
+            object.__setattr__(self, "_design", cached)
+        return cached
+
+    @property
+    def n(self) -> int:
+        """Number of rows of the simulated data (rows of ``data`` the design keeps)."""
+        return self.design.n
+
+    @property
+    def fit_data(self) -> pd.DataFrame:
+        """The rows of ``data`` kept by the design, in its order."""
+        return self.data.loc[self.design.rows]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # caches (the design, with formulaic objects) are rebuilt where they are needed
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        missing = (f"array ({int(self.missing.sum())} cells)"
+                   if isinstance(self.missing, np.ndarray) else f"{self.missing:g}")
+        return (f"ModelSpec(formula={self.formula!r}, n={self.n}, traits={len(self.trait_names)}, "
+                f"n_factors={self.n_factors}, h2_divisions={self.control.h2_divisions}, "
+                f"burn={self.control.burn}, missing={missing}, "
+                f"Lambda_prior={self.priors.Lambda_prior!r}, "
+                f"observation={type(self.observation).__name__})")
+
+
+def _check_traits(value: Any) -> int | tuple[str, ...]:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+        return check_int("traits", value, minimum=1)
+    if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray | pd.Index):
+        raise InputTypeError(f"traits must be a number of traits or a list of names, got "
+                             f"{type(value).__name__}")
+    names = [str(v) for v in value]
+    if not names:
+        raise InputError("traits must name at least one trait")
+    if len(set(names)) != len(names):
+        repeated = sorted({v for v in names if names.count(v) > 1})
+        raise InputError(f"traits has repeated names: {repeated}")
+    return tuple(names)
+
+
+def _check_missing(value: Any, n: int, t: int) -> float | np.ndarray:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        frac = check_float("missing", value, low=0.0, high=1.0, high_open=True)
+        if n - round(frac * n) < 2:
+            raise InputError(f"missing = {frac:g} leaves fewer than 2 observed rows per trait "
+                             f"(n = {n}); use a smaller fraction")
+        return frac
+    try:
+        mask = np.asarray(value)
+    except Exception:  # noqa: BLE001 - anything that is not an array
+        mask = None
+    if mask is None or mask.dtype != bool:
+        raise InputTypeError("missing must be a fraction in [0, 1) or a boolean (n, t) array, "
+                             f"True where a cell is missing; got {type(value).__name__}")
+    if mask.shape != (n, t):
+        raise InputError(f"missing must have shape (n, t) = ({n}, {t}), got {mask.shape}")
+    if mask.all(axis=1).any():
+        raise InputError(f"missing leaves row(s) {np.flatnonzero(mask.all(axis=1))[:10].tolist()} "
+                         "without any observed trait; MegaLMM would drop them")
+    if mask.all(axis=0).any():
+        raise InputError("missing leaves trait(s) "
+                         f"{np.flatnonzero(mask.all(axis=0))[:10].tolist()} without observations")
+    return mask.copy()
+
+
+def example_spec(n: int = 100, traits: int = 5, n_factors: int = 2, *, fixed: bool = True,
+                 missing: float = 0.0, h2_divisions: int = 20, burn: int = 100,
+                 seed: int = 1, priors: Priors | None = None) -> ModelSpec:
+    """A small model on simulated covariates: one random effect with a marker-based K.
+
+    ``n`` individuals with a genomic relationship matrix from
+    :func:`pymegalmm.datasets.simulate_factor_data`, a standard-normal covariate
+    ``x``, formula ``"~ 1 + x + (1|ID)"`` (``"~ 0 + (1|ID)"`` without fixed
+    effects), the default priors (ARD loadings, flat h2 priors) and Gaussian data.
+
+    Parameters
+    ----------
+    n, traits, n_factors : int
+        Rows, traits and factors.
+    fixed : bool
+        Include the intercept and the covariate ``x``.
+    missing : float
+        Fraction of each trait's cells missing at random.
+    h2_divisions, burn : int
+        Settings of :class:`~pymegalmm.Control` (``scale_Y=False``).
+    seed : int
+        Seed of the simulated relationship matrix and covariate.
+    priors : Priors, optional
+        Priors (default :class:`~pymegalmm.Priors`).
+
+    Returns
+    -------
+    ModelSpec
+
+    Examples
+    --------
+    >>> from pymegalmm.validation import example_spec
+    >>> example_spec(n=40, traits=3).formula
+    '~ 1 + x + (1|ID)'
+    """
+    from ..datasets import simulate_factor_data
+
+    n = check_int("n", n, minimum=3)
+    sim = simulate_factor_data(n=n, t=1, k_true=0, n_markers=500, seed=check_int("seed", seed))
+    rng = np.random.default_rng(seed)
+    data = sim.data.assign(x=rng.standard_normal(n))
+    return ModelSpec(
+        "~ 1 + x + (1|ID)" if fixed else "~ 0 + (1|ID)", data, {"ID": sim.K}, traits=traits,
+        n_factors=n_factors, priors=Priors() if priors is None else priors,
+        control=Control(h2_divisions=h2_divisions, burn=burn, scale_Y=False), missing=missing,
+    )
