@@ -9,12 +9,13 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from ._config import show_config, warn_if_serial
+from ._config import set_wait_policy, show_config, warn_if_serial
 
 __version__ = "0.1.0"
 
 __all__ = ["MegaLMM", "Control", "Priors", "show_config", "__version__"]
 
+set_wait_policy()  # before the kernels load the OpenMP runtime
 warn_if_serial()
 
 _LAZY = {"MegaLMM": "model", "Control": "control", "Priors": "priors"}

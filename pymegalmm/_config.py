@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import warnings
@@ -11,6 +12,47 @@ SERIAL_BUILD_WARNING = (
     "identical, only slower. Rebuild with a compiler that supports -fopenmp to use "
     "several cores."
 )
+
+
+#: How OpenMP threads wait, as decided by :func:`set_wait_policy` at import.
+WAIT_POLICY = "unknown"
+
+
+def _libgomp_loaded() -> bool:
+    """Whether GNU OpenMP is already loaded in this process (then its settings are fixed)."""
+    try:
+        with open("/proc/self/maps") as fh:
+            return any("libgomp" in line for line in fh)
+    except OSError:  # not Linux: cannot tell
+        return False
+
+
+def set_wait_policy() -> str:
+    """Make idle OpenMP threads sleep instead of spin, unless the user chose otherwise.
+
+    Spinning threads keep a core busy while they wait at a barrier; when anything
+    else runs on the machine (another program, another chain in a parallel
+    process) they steal its time, and an iteration became 5-7x slower (issue 13;
+    ``benchmarks/contention.py`` measures it).  Passive waiting costs a little on
+    an idle machine and saves that collapse.  ``OMP_WAIT_POLICY`` (or libgomp's
+    ``GOMP_SPINCOUNT``) set by the user is respected.  Must run before the kernels
+    load the OpenMP runtime, i.e. at ``import pymegalmm``.
+
+    Returns
+    -------
+    str
+        What is in force, as :func:`show_config` reports it.
+    """
+    global WAIT_POLICY
+    user = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    if user:
+        WAIT_POLICY = "as set by " + ", ".join(f"{k}={v}" for k, v in user.items())
+    elif _libgomp_loaded():
+        WAIT_POLICY = "OpenMP runtime's default (it was loaded before pymegalmm)"
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        WAIT_POLICY = "passive (set by pymegalmm; OMP_WAIT_POLICY=ACTIVE to change)"
+    return WAIT_POLICY
 
 
 def kernels_module():
@@ -50,6 +92,7 @@ def config() -> dict[str, object]:
         info["kernels"] = "built"
         info["openmp"] = bool(_kernels.openmp_enabled())
         info["openmp_max_threads"] = int(_kernels.openmp_max_threads())
+        info["openmp_wait"] = WAIT_POLICY
     except ImportError:
         info["kernels"] = "NOT BUILT"
         info["openmp"] = False
@@ -90,6 +133,8 @@ def show_config() -> None:
     print(f"{'kernels':<18} {info['kernels']}")
     state = f"enabled ({info['openmp_max_threads']} threads)" if omp else "disabled (serial build)"
     print(f"{'OpenMP':<18} {state}")
+    if omp:
+        print(f"{'OpenMP waiting':<18} {info['openmp_wait']}")
     print(f"{'numpy':<18} {info['numpy']}")
     print(f"{'scipy':<18} {info['scipy']}")
     for line in info["blas"] or ["none found"]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -46,6 +48,7 @@ from .results.tables import Summary
 from .run import Chain, DrawStore, Recorder, UserScale
 from .run.fingerprint import fingerprint, fingerprint_parts
 from .run.interrupt import deferred_interrupt
+from .run.parallel import ChainProcesses, available_cores, pack_functions, split_cores
 from .run.run_dir import RunDirectory
 from .validate import (
     check_bool,
@@ -130,8 +133,15 @@ class MegaLMM:
         How ``Y`` is seen through the latent traits; default
         :class:`~pymegalmm.observation.GaussianMissing` (Gaussian, missing cells imputed).
     chains : int
-        Number of independent chains (default 1), each with its own generator
-        spawned from ``seed``.
+        Number of independent chains (default 1, as R MegaLMM; use 2-4 to check
+        convergence with :meth:`diagnostics`), each with its own generator spawned
+        from ``seed`` (``numpy.random.SeedSequence.spawn``).
+    processes : int, optional
+        Worker processes that run the chains in parallel.  Default: one per chain,
+        at most one per core (:func:`os.sched_getaffinity`); 1 runs the chains one
+        after the other in this process.  The cores (``Control.n_threads``, default
+        all) are split between the processes, so threads never outnumber cores.
+        Each chain's draws are the same however it is run.
     seed : int or None
         Seed of the random numbers; same seed and data give bit-identical draws
         for any number of threads.
@@ -184,6 +194,7 @@ class MegaLMM:
         priors: Priors | None = None,
         observation: ObservationModel | None = None,
         chains: int = 1,
+        processes: int | None = None,
         seed: int | None = None,
         record: Iterable[str] | None = None,
         functions: Mapping[str, Callable[[xr.Dataset], Any]] | None = None,
@@ -203,6 +214,11 @@ class MegaLMM:
         self.observation = GaussianMissing() if observation is None else check_instance(
             "observation", observation, ObservationModel, "a pymegalmm.observation model")
         self._n_chains = check_int("chains", chains, minimum=1)
+        if processes is not None:
+            processes = check_int("processes", processes, minimum=1)
+        self._processes, self._threads = split_cores(
+            self._n_chains, processes, self._control.n_threads or available_cores())
+        self._pool: ChainProcesses | None = None
         self._seed = check_seed(seed)
         self._dims = param_dims(self.priors.Lambda_prior)
         self.record = (default_record(self.priors.Lambda_prior) if record is None
@@ -258,6 +274,8 @@ class MegaLMM:
             self._search_seed = seeds[-1]  # for the missing-data map search
             self.chains = [Chain(self.data, np.random.default_rng(s), self._recorder(f"chain {c}"))
                            for c, s in enumerate(seeds[:-1])]
+        if getattr(self, "_pool", None) is not None:  # the workers hold the old data
+            self.close()
         self.observation, self._groups = observation, groups
         self._spec["observation"] = observation
         self._results = RunResults(self.chains, self.store, self.coords, self._dims,
@@ -274,7 +292,7 @@ class MegaLMM:
     @classmethod
     def resume(cls, run_dir: str | os.PathLike, *,
                functions: Mapping[str, Callable[[xr.Dataset], Any]] | None = None,
-               verbose: bool = True) -> MegaLMM:
+               processes: int | None = None, verbose: bool = True) -> MegaLMM:
         """Continue a run saved in ``run_dir`` exactly where its last saved chunk left it.
 
         The model is rebuilt from the specification saved with the run, every chain
@@ -316,7 +334,7 @@ class MegaLMM:
                              "functions={...} to MegaLMM.resume")
         observation = spec.pop("observation")
         m = cls(**spec, observation=observation, functions=given or None, run_dir=run_dir,
-                verbose=verbose, _resume=run)
+                processes=processes, verbose=verbose, _resume=run)
         if m._run_directory(run_dir).fingerprint != run.fingerprint:
             raise InputError(f"the model rebuilt from {str(run_dir)!r} does not match the "
                              "run's fingerprint (different package version or functions)")
@@ -350,10 +368,39 @@ class MegaLMM:
                 "sampling_seconds": self.sampling_seconds,
                 "iterations_timed": self.iterations_timed}
 
+    def _recorder_kwargs(self) -> dict[str, Any]:
+        return {"names": self.record, "thin": self._control.thin, "transform": self._transform,
+                "coords": self.coords, "dims": self._dims, "functions": self.functions}
+
     def _recorder(self, label: str) -> Recorder:
-        c = self._control
-        return Recorder(self.record, c.burn, c.thin, self._transform, self.coords, self._dims,
-                        self.functions, label)
+        return Recorder(**self._recorder_kwargs(), burn=self._control.burn, label=label)
+
+    def _processes_pool(self) -> ChainProcesses | None:
+        """The worker processes for the chains (started on first use), or None to run here."""
+        if self._processes < 2:
+            return None
+        if self._pool is None:
+            packed = pack_functions(self.functions)
+            if packed is None:
+                if not getattr(self, "_warned_functions", False):
+                    self._warned_functions = True
+                    warnings.warn(
+                        "the posterior functions cannot be sent to worker processes (lambdas "
+                        "or functions of the script need cloudpickle, which comes with dask): "
+                        "the chains run one after the other in this process", UserWarning,
+                        stacklevel=3)
+                return None
+            self._pool = ChainProcesses(self.data, {**self._recorder_kwargs(),
+                                                    "functions": packed},
+                                        self._processes, self._threads)
+            weakref.finalize(self, self._pool.close)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes of the chains (they also stop with the model)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     # ------------------------------------------------------------------ the run
 
@@ -403,20 +450,28 @@ class MegaLMM:
             target = max(c.nrun for c in self.chains) + n_iter
             todo = [target - c.nrun for c in self.chains]
             t0 = time.perf_counter()
-            done = 0
+            before = sum(c.nrun for c in self.chains)
+            pool = self._processes_pool()
             try:
                 with tqdm(total=sum(todo), disable=not progress, desc="MegaLMM",
-                          unit="it") as bar, sampling_threads(self._control.n_threads), \
-                        deferred_interrupt() as stop:
-                    for chain, n in zip(self.chains, todo, strict=True):
-                        done += chain.sample(n, callback=lambda: bar.update(1), stop=stop)
-                        if stop():
-                            raise KeyboardInterrupt(
-                                "sampling stopped at the end of an iteration; the model is "
-                                "consistent (sample() brings every chain level again)")
+                          unit="it") as bar, deferred_interrupt() as stop:
+                    if pool is None:
+                        with sampling_threads(self._control.n_threads):
+                            for chain, n in zip(self.chains, todo, strict=True):
+                                chain.sample(n, callback=lambda: bar.update(1), stop=stop)
+                                if stop():
+                                    break
+                    else:
+                        errors = pool.sample(self.chains, todo, bar.update, stop)
+                        if errors:
+                            raise errors[0]
+                    if stop():
+                        raise KeyboardInterrupt(
+                            "sampling stopped at the end of an iteration; the model is "
+                            "consistent (sample() brings every chain level again)")
             finally:
                 self.sampling_seconds += time.perf_counter() - t0
-                self.iterations_timed += done
+                self.iterations_timed += sum(c.nrun for c in self.chains) - before
             for c, chain in enumerate(self.chains):
                 chain.check_finite(f"chain {c}")
         return self
@@ -486,7 +541,8 @@ class MegaLMM:
 
     @property
     def seconds_per_iteration(self) -> float:
-        """Average wall time of one iteration of one chain so far."""
+        """Wall time of sampling so far divided by the iterations of all chains (with
+        chains in parallel processes, less than one chain's time per iteration)."""
         return self.sampling_seconds / max(self.iterations_timed, 1)
 
     # ------------------------------------------------------- missing-data maps

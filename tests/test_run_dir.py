@@ -285,7 +285,7 @@ def test_failing_posterior_function_leaves_the_model_usable(tmp_path):
             raise ZeroDivisionError("boom")
         return draw["h2"].sum("trait")
 
-    m = model(tmp_path / "run", functions={"flaky": flaky})
+    m = model(tmp_path / "run", functions={"flaky": flaky}, processes=1)  # chains in turn
     with pytest.raises(PosteriorFunctionError, match="'flaky'.*ZeroDivisionError: boom"):
         m.sample(20, progress=False)
     assert [c.nrun for c in m.chains] == [20, 10] and m.iteration == 10
@@ -302,9 +302,9 @@ def test_failing_posterior_function_leaves_the_model_usable(tmp_path):
 
 
 def test_ctrl_c_stops_at_the_end_of_an_iteration_and_draws_stay_exact(tmp_path):
-    whole = model(tmp_path / "whole")
+    whole = model(tmp_path / "whole", processes=1)
     whole.sample(400, progress=False)
-    m = model(tmp_path / "run")
+    m = model(tmp_path / "run", processes=1)  # chains in turn here: test_parallel.py has both
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     with pytest.raises(KeyboardInterrupt, match="end of an iteration"):

@@ -46,6 +46,20 @@ class DrawStore:
             self.n_means += 1
         self.iterations.append(int(iteration))
 
+    def extend(self, other: DrawStore) -> None:
+        """Append the draws and means of ``other`` (later draws of the same chain)."""
+        for name in self.names:
+            self.draws[name].extend(other.draws[name])
+        for name, values in other.functions.items():
+            self.functions.setdefault(name, []).extend(values)
+        for name, value in other.mean_sums.items():
+            if name in self.mean_sums:
+                self.mean_sums[name] += value
+            else:
+                self.mean_sums[name] = np.array(value, dtype=float, copy=True)
+        self.n_means += other.n_means
+        self.iterations.extend(other.iterations)
+
     def keep(self, indices: Iterable[int]) -> None:
         """Keep only the draws at ``indices`` (in that order); means are left as they are."""
         idx = list(indices)
