@@ -142,6 +142,11 @@ class MegaLMM:
         after the other in this process.  The cores (``Control.n_threads``, default
         all) are split between the processes, so threads never outnumber cores.
         Each chain's draws are the same however it is run.
+    chain_ids : sequence of int, optional
+        Run only these chains (numbered from 0) of the ``chains`` chains: each has
+        the generator, and so the draws, it has in the full run.  For running the
+        chains of one analysis in separate jobs or machines
+        (:func:`pymegalmm.run_chains`).  Default: all.
     seed : int or None
         Seed of the random numbers; same seed and data give bit-identical draws
         for any number of threads.
@@ -195,6 +200,7 @@ class MegaLMM:
         observation: ObservationModel | None = None,
         chains: int = 1,
         processes: int | None = None,
+        chain_ids: Sequence[int] | None = None,
         seed: int | None = None,
         record: Iterable[str] | None = None,
         functions: Mapping[str, Callable[[xr.Dataset], Any]] | None = None,
@@ -214,10 +220,20 @@ class MegaLMM:
         self.observation = GaussianMissing() if observation is None else check_instance(
             "observation", observation, ObservationModel, "a pymegalmm.observation model")
         self._n_chains = check_int("chains", chains, minimum=1)
+        self._chain_ids = list(range(self._n_chains))
+        if chain_ids is not None:
+            ids = [check_int("chain_ids", c, minimum=0) for c in
+                   (chain_ids if isinstance(chain_ids, Sequence) else [chain_ids])]
+            bad = [c for c in ids if c >= self._n_chains]
+            if not ids or bad or len(set(ids)) < len(ids):
+                raise InputError(f"chain_ids must be distinct chain numbers in 0 .. "
+                                 f"{self._n_chains - 1} (chains={self._n_chains}), got "
+                                 f"{list(chain_ids)}")
+            self._chain_ids = ids
         if processes is not None:
             processes = check_int("processes", processes, minimum=1)
         self._processes, self._threads = split_cores(
-            self._n_chains, processes, self._control.n_threads or available_cores())
+            len(self._chain_ids), processes, self._control.n_threads or available_cores())
         self._pool: ChainProcesses | None = None
         self._seed = check_seed(seed)
         self._dims = param_dims(self.priors.Lambda_prior)
@@ -231,6 +247,7 @@ class MegaLMM:
         self._spec = {"Y": Y, "formula": formula, "data": data, "relmat": relmat,
                       "control": self._control, "priors": self.priors,
                       "observation": self.observation, "chains": self._n_chains,
+                      "chain_ids": self._chain_ids if chain_ids is not None else None,
                       "seed": self._seed, "record": list(self.record),
                       "functions": _picklable(self.functions)}
         if _resume is None:
@@ -272,14 +289,15 @@ class MegaLMM:
                 self._control.n_factors)
             seeds = np.random.SeedSequence(self._seed).spawn(self._n_chains + 1)
             self._search_seed = seeds[-1]  # for the missing-data map search
-            self.chains = [Chain(self.data, np.random.default_rng(s), self._recorder(f"chain {c}"))
-                           for c, s in enumerate(seeds[:-1])]
+            self.chains = [Chain(self.data, np.random.default_rng(seeds[c]),
+                                 self._recorder(f"chain {c}")) for c in self._chain_ids]
         if getattr(self, "_pool", None) is not None:  # the workers hold the old data
             self.close()
         self.observation, self._groups = observation, groups
         self._spec["observation"] = observation
         self._results = RunResults(self.chains, self.store, self.coords, self._dims,
-                                   param_descriptions(self.priors.Lambda_prior))
+                                   param_descriptions(self.priors.Lambda_prior),
+                                   self._chain_ids)
 
     def _run_directory(self, path: os.PathLike) -> RunDirectory:
         """This model's run folder, with the fingerprint of its specification."""

@@ -36,14 +36,17 @@ class RunResults:
     Parameters
     ----------
     chains : the model's chains.
+    chain_ids : their numbers (the ``chain`` coordinate; default 0, 1, ...).
     store : the run's folder (committed draws and means; none until the model saves).
     coords : names of the dims.
     dims, descriptions : of the recordable parameters.
     """
 
     def __init__(self, chains: list[Chain], store: RunDirectory, coords: Coordinates,
-                 dims: Mapping[str, tuple[str, ...]], descriptions: Mapping[str, str]) -> None:
+                 dims: Mapping[str, tuple[str, ...]], descriptions: Mapping[str, str],
+                 chain_ids: list[int] | None = None) -> None:
         self.chains, self.store, self.coords = chains, store, coords
+        self.chain_ids = list(range(len(chains))) if chain_ids is None else list(chain_ids)
         self.dims, self.descriptions = dims, descriptions
         self._warned_covariances = False
 
@@ -81,7 +84,8 @@ class RunResults:
         if self.n_draws == 0:
             raise RuntimeError(self._no_draws("in memory") + "; draws saved with "
                                "save_posterior_chunk() are in load_posterior()")
-        ds = draws_to_dataset(self._common(), self.coords, self.dims, self.descriptions)
+        ds = draws_to_dataset(self._common(), self.coords, self.dims, self.descriptions
+                              ).assign_coords(chain=self.chain_ids)
         fit = self.covariances_fit(self.n_draws)
         if not fit and not self._warned_covariances:
             self._warned_covariances = True  # once per model, not at every chunk
@@ -140,7 +144,8 @@ class RunResults:
 
     def _memory_draws(self, names: list[str]) -> xr.Dataset:
         """The draws in memory of ``names`` (``U`` derived), without ``G``, ``R``, ``h2``."""
-        ds = draws_to_dataset(self._common(), self.coords, self.dims, self.descriptions)
+        ds = draws_to_dataset(self._common(), self.coords, self.dims, self.descriptions
+                              ).assign_coords(chain=self.chain_ids)
         if "U" in names:
             ds = add_derived(ds, ["U"])
         return ds[names]
