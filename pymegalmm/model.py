@@ -39,6 +39,7 @@ from .results import tables
 from .results.run_results import RunResults
 from .results.schema import (
     DERIVED_NEEDS,
+    SAMPLE_STATS,
     Coordinates,
     default_record,
     param_descriptions,
@@ -381,13 +382,24 @@ class MegaLMM:
                 f"{what}: the chains are at different iterations {runs} after an interrupted "
                 "sample(); call sample(0) to bring them level first")
 
+    def _static_groups(self) -> dict[str, xr.Dataset]:
+        """The data as ArviZ's ``observed_data`` and ``constant_data`` groups."""
+        row, trait = {"row": self.coords.row}, {"trait": self.coords.trait}
+        Y = xr.DataArray(self.design.Y, dims=("row", "trait"), coords={**row, **trait},
+                         attrs={"description": "the data Y, NaN where missing"})
+        X1 = xr.DataArray(self.design.X1, dims=("row", "fixed"),
+                          coords={**row, "fixed": self.coords.fixed},
+                          attrs={"description": "fixed-effect design matrix"})
+        return {"observed_data": xr.Dataset({"Y": Y}), "constant_data": xr.Dataset({"X1": X1})}
+
     def _commit_info(self) -> dict[str, Any]:
         return {"functions": sorted(self.functions),
                 "sampling_seconds": self.sampling_seconds,
                 "iterations_timed": self.iterations_timed}
 
     def _recorder_kwargs(self) -> dict[str, Any]:
-        return {"names": self.record, "thin": self._control.thin, "transform": self._transform,
+        names = [*self.record, *(n for n in SAMPLE_STATS if n not in self.record)]
+        return {"names": names, "thin": self._control.thin, "transform": self._transform,
                 "coords": self.coords, "dims": self._dims, "functions": self.functions}
 
     def _recorder(self, label: str) -> Recorder:
@@ -714,7 +726,7 @@ class MegaLMM:
         try:
             return self._results.save_chunk([c.state for c in self.chains],
                                             self.control.burn, self._spec,
-                                            self._commit_info())
+                                            self._static_groups(), self._commit_info())
         except OSError as exc:
             if isinstance(exc, RunDirectoryError | StoreError):
                 raise

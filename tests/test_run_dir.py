@@ -316,3 +316,39 @@ def test_ctrl_c_stops_at_the_end_of_an_iteration_and_draws_stay_exact(tmp_path):
     m.sample(400 - m.iteration, progress=False)
     assert m.iteration == 400
     xr.testing.assert_identical(m.posterior, whole.posterior)
+
+
+# ---------------------------------------------------------------- layout and sample stats
+
+def test_run_dir_reads_as_an_arviz_datatree(tmp_path):
+    import warnings
+
+    m = model(tmp_path / "run")
+    m.sample(20, progress=False)
+    m.save_posterior_chunk()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr notes the .pymegalmm folder is not zarr
+        tree = xr.open_datatree(tmp_path / "run", engine="zarr", consolidated=False)
+    assert {"posterior", "sample_stats", "observed_data", "constant_data"} <= set(tree.children)
+    np.testing.assert_array_equal(tree["observed_data"]["Y"].values, SIM.Y.to_numpy())
+    assert tree["sample_stats"]["lp"].dims == ("chain", "draw")
+    assert "lp" not in tree["posterior"].data_vars
+    np.testing.assert_array_equal(tree["posterior"]["Lambda"].values, stored(m)["Lambda"].values)
+    assert list(tree["posterior"]["trait"].values) == list(SIM.Y.columns)
+
+
+def test_lp_is_the_log_density_of_eta_under_the_factor_model(tmp_path):
+    from scipy.stats import norm
+
+    m = model(tmp_path / "run", chains=1)  # F is recorded by default
+    m.sample(7, progress=False)  # burn 4, thin 2: draws at 6 ... stop at 7
+    m.sample(1, progress=False)  # iteration 8 is recorded: the state is that draw's
+    post = m.posterior.isel(chain=0, draw=-1)
+    s, scale, center = m.states[0], m.latent.scale, m.latent.center
+    eta = s.Eta * scale + center
+    mean = m.design.X1 @ post["B1"].values + post["F"].values @ post["Lambda"].values
+    mean += m.design.random[0].Z @ post["U_R"].values
+    var = (1 - post["resid_h2"].values.sum(0)) / post["tot_Eta_prec"].values
+    expected = norm.logpdf(eta, mean, np.sqrt(var)).sum()
+    np.testing.assert_allclose(float(post["lp"]), expected, rtol=1e-10)
+

@@ -213,7 +213,7 @@ class RunResults:
         return (self.store.n_draws + self.n_draws) * len(self.chains)
 
     def save_chunk(self, states: list[ChainState], burn: int, spec: Mapping[str, Any],
-                   info: Mapping[str, Any]) -> int:
+                   static: Mapping[str, xr.Dataset], info: Mapping[str, Any]) -> int:
         """Commit the draws in memory, the posterior-mean sums and the chains' ``states`` to
         the run folder, then free them; returns the draws per chain written.
 
@@ -224,7 +224,7 @@ class RunResults:
         draws = self.posterior() if n else None
         self.store.commit(draws=draws, mean_sums=self.memory_sums(),
                           n_means=self.n_means_in_memory(), states=states, burn=burn,
-                          spec=spec, info=info)
+                          spec=spec, static=static, info=info)
         self.clear(disk=False)
         return n
 

@@ -43,6 +43,9 @@ from ..priors import ARDPrior, LambdaPrior
 if TYPE_CHECKING:
     from ..design import Design
 
+#: Statistics recorded with every draw (ArviZ's ``sample_stats`` group), and their dims.
+SAMPLE_STATS: dict[str, tuple[str, ...]] = {"lp": ()}
+
 #: Dims of the factor model's parameters (after ``chain`` and ``draw``).
 CORE_PARAM_DIMS: dict[str, tuple[str, ...]] = {
     "Lambda": ("factor", "trait"),
@@ -60,7 +63,8 @@ CORE_PARAM_DIMS: dict[str, tuple[str, ...]] = {
 def param_dims(lambda_prior: LambdaPrior | None = None) -> dict[str, tuple[str, ...]]:
     """Dims of every recordable parameter of a model with this loadings prior (default ARD)."""
     prior = ARDPrior() if lambda_prior is None else lambda_prior
-    return {**CORE_PARAM_DIMS, **{name: tuple(prior.state_dims[name]) for name in prior.recorded}}
+    return {**CORE_PARAM_DIMS, **{name: tuple(prior.state_dims[name]) for name in prior.recorded},
+            **SAMPLE_STATS}
 
 
 def param_descriptions(lambda_prior: LambdaPrior | None = None) -> dict[str, str]:
@@ -107,6 +111,7 @@ DESCRIPTIONS: dict[str, str] = {
     "R": "residual covariance between traits, user's scale",
     "h2": "share of each trait's variance due to each random effect",
     "Eta_mean": "posterior mean of the expected value of Y (predictions), user's scale",
+    "lp": "log density of the latent Eta under the factor model (user's scale), per draw",
 }
 
 

@@ -2,6 +2,7 @@
 
 After ``burn`` iterations, every ``thin``-th iteration is recorded: the chosen
 parameters on the user's scale (:class:`~pymegalmm.run.transform.UserScale`),
+the statistics of the draw (``lp``, :data:`~pymegalmm.results.schema.SAMPLE_STATS`),
 the running sum of the predictions ``E[Y]``, and the user's functions of the draw.
 """
 
@@ -64,6 +65,7 @@ class Recorder:
         """
         values = self.transform.parameters(s, d)
         expected = self.transform.expected_Y(s, d)
+        values["lp"] = np.float64(self.transform.eta_log_density(s, d, expected))
         for name, value in [*values.items(), ("Eta_mean", expected)]:
             if not np.all(np.isfinite(value)):
                 raise SamplerError(f"{self.label}iteration {s.nrun}: {name} has non-finite "

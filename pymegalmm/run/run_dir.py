@@ -4,6 +4,9 @@ A run directory holds one model's run and nothing of any other model's::
 
     <run_dir>/zarr.json            root zarr group (xarray.open_datatree reads the run)
     <run_dir>/posterior/           committed draws, dims ``chain, draw, ...`` (zarr)
+    <run_dir>/sample_stats/        statistics of each draw (``lp``), same dims
+    <run_dir>/observed_data/       the data ``Y``; constant_data/: the fixed-effect design
+                                   (ArviZ's groups: ``arviz.from_datatree`` reads the run)
     <run_dir>/.pymegalmm/manifest.json
                                    what is committed: owner, fingerprint, draws,
                                    iteration, burn, the files and their sizes
@@ -52,6 +55,7 @@ import xarray as xr
 
 from ..core.state import ChainState
 from ..errors import RunDirectoryError, StoreError
+from ..results.schema import SAMPLE_STATS
 from .atomic import fsync_dir, fsync_files, write_atomic, write_json_atomic
 from .store import PosteriorStore
 
@@ -124,6 +128,7 @@ class RunDirectory:
         self.parts = dict(parts or {})
         self.run_id = uuid.uuid4().hex
         self.posterior = PosteriorStore(self.path, draws_group="posterior")
+        self.sample_stats = PosteriorStore(self.path, draws_group="sample_stats")
         #: The committed manifest while this model owns the folder, else None.
         self.manifest: dict[str, Any] | None = None
 
@@ -206,8 +211,10 @@ class RunDirectory:
         if self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()
 
-    def _claim(self, spec: Mapping[str, Any] | None) -> None:
-        """Make the folder this model's: write the specification and an empty manifest."""
+    def _claim(self, spec: Mapping[str, Any] | None,
+               static: Mapping[str, xr.Dataset] | None) -> None:
+        """Make the folder this model's: write the specification, the data groups that do
+        not grow (``static``), and an empty manifest."""
         manifest = read_manifest(self.path)
         if manifest is not None and manifest.get("run_id") != self.run_id:
             raise self._refusal(manifest, resumable=True)
@@ -215,6 +222,8 @@ class RunDirectory:
         if spec is not None:
             payload = pickle.dumps(dict(spec), protocol=pickle.HIGHEST_PROTOCOL)
             write_atomic(self.meta / _SPEC, lambda fh: fh.write(payload))
+        for name, ds in (static or {}).items():
+            PosteriorStore(self.path, draws_group=name).write_static(ds)
         self.manifest = {
             "format": FORMAT, "run_id": self.run_id, "fingerprint": self.fingerprint,
             "parts": self.parts, "created": time.time(), "updated": time.time(),
@@ -263,6 +272,7 @@ class RunDirectory:
         if m is None:
             return
         self.posterior.truncate(int(m["n_draws"]))
+        self.sample_stats.truncate(int(m["n_draws"]))
         keep = {_MANIFEST, _SPEC, _LOCK, *(m["states"] or [])}
         if m.get("means"):
             keep.add(m["means"])
@@ -273,8 +283,8 @@ class RunDirectory:
 
     def commit(self, *, draws: xr.Dataset | None, mean_sums: Mapping[str, np.ndarray] | None,
                n_means: int, states: list[ChainState], burn: int,
-               spec: Mapping[str, Any] | None, info: Mapping[str, Any] | None = None,
-               clear: bool = False) -> None:
+               spec: Mapping[str, Any] | None, static: Mapping[str, xr.Dataset] | None = None,
+               info: Mapping[str, Any] | None = None, clear: bool = False) -> None:
         """Commit draws, posterior-mean sums and the chains' states, atomically.
 
         Parameters
@@ -285,6 +295,7 @@ class RunDirectory:
         states : every chain's state now (all at the same iteration).
         burn : the recorders' burn-in now.
         spec : the model's specification, written when the folder is first claimed.
+        static : groups written once then (``observed_data``, ``constant_data``).
         info : small JSON-able facts kept in the manifest (timings).
         clear : forget the committed draws and sums first (``clear_posterior``).
         """
@@ -293,7 +304,7 @@ class RunDirectory:
             raise RuntimeError(f"chains are at different iterations {sorted(iterations)}")
         with _locked(self.meta):
             if self.manifest is None:
-                self._claim(spec)
+                self._claim(spec, static)
             else:
                 current = read_manifest(self.path)
                 if current is None or current.get("run_id") != self.run_id:
@@ -303,8 +314,12 @@ class RunDirectory:
             n_draws, n_total = (0, 0) if clear else (int(m["n_draws"]), int(m["n_means"]))
             if clear:
                 self.posterior.truncate(0)
+                self.sample_stats.truncate(0)
             if draws is not None and draws.sizes.get("draw", 0):
-                self.posterior.append(draws)
+                stats = [n for n in SAMPLE_STATS if n in draws.data_vars]
+                self.posterior.append(draws.drop_vars(stats))
+                if stats:
+                    self.sample_stats.append(draws[stats])
                 n_draws += int(draws.sizes["draw"])
             seq = int(m["sequence"]) + 1
             means_file = None
@@ -323,7 +338,7 @@ class RunDirectory:
                 name = f"state-{seq:06d}-chain{c}.npz"
                 write_atomic(self.meta / name, state.save)
                 state_files.append(name)
-            files = self.posterior.files()
+            files = self.files()
             old = m.get("files", {})
             fsync_files(self.path / f for f, size in files.items() if old.get(f) != size)
             for d in {(self.path / f).parent for f in files}:
@@ -335,6 +350,17 @@ class RunDirectory:
             write_json_atomic(self.meta / _MANIFEST, m)
             self.manifest = m
             self.repair()  # the previous commit's states and sums
+
+    def files(self) -> dict[str, int]:
+        """Size of every file of the zarr groups and root metadata, by relative path."""
+        out = {}
+        for name in sorted(_OWN_ENTRIES - {META_DIR}):
+            p = self.path / name
+            if p.is_file():
+                out[name] = p.stat().st_size
+            elif p.is_dir():
+                out.update(PosteriorStore(self.path, draws_group=name).files())
+        return out
 
     # ---------------------------------------------------------------- reading
 
@@ -397,8 +423,9 @@ class RunDirectory:
             if actual != size:
                 # a file rewritten by an append that was cut short is whole but larger;
                 # only reading it tells whether it is damaged
+                group = PosteriorStore(self.path, draws_group=rel.split("/")[0])
                 try:
-                    self.posterior.load([variable], lazy=False)
+                    group.load([variable], lazy=False)
                 except Exception as exc:  # noqa: BLE001 - any decoding failure
                     raise StoreError(
                         f"run_dir {str(self.path)!r} is damaged: file {rel!r} of variable "
@@ -412,10 +439,21 @@ class RunDirectory:
                 f"no posterior chunk of this model was saved in {str(self.path)!r} yet: "
                 "call save_posterior_chunk() after sampling")
         self.verify()
-        if any(v != self.n_draws for v in self.posterior.draw_lengths().values()):
+        lengths = [*self.posterior.draw_lengths().values(),
+                   *self.sample_stats.draw_lengths().values()]
+        if any(v != self.n_draws for v in lengths):
             with _locked(self.meta):
                 self.repair()
-        ds = self.posterior.load(names, lazy=True)
+        ds = self.posterior.load(None, lazy=True)
+        if self.sample_stats.n_draws:
+            ds = ds.merge(self.sample_stats.load(None, lazy=True), compat="override",
+                          join="override", combine_attrs="override")
+        if names is not None:
+            unknown = [n for n in names if n not in ds.data_vars]
+            if unknown:
+                raise KeyError(f"not in the posterior store: {unknown}; available: "
+                               f"{sorted(map(str, ds.data_vars))}")
+            ds = ds[list(names)]
         if lazy:
             return ds
         for name in list(ds.variables):

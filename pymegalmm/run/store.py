@@ -339,6 +339,14 @@ class PosteriorStore:
             return ds if lazy else ds.load()
         return self._open(self.draws_group, lazy=lazy)
 
+    def write_static(self, ds: xr.Dataset) -> None:
+        """Write ``ds`` as the whole group (data that do not grow, e.g. the observed data)."""
+        self._write(_encode_strings(ds.drop_encoding().compute()), self.draws_group, mode="w")
+
+    def load_static(self) -> xr.Dataset:
+        """Read a group written by :meth:`write_static` into memory."""
+        return self._open(self.draws_group, lazy=False)
+
     def draw_lengths(self) -> dict[str, int]:
         """Length along ``draw`` of every array of the draws group, as written on disk.
 

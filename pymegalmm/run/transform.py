@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.data import ModelData
-from ..core.mean import eta_mean
+from ..core.mean import eta_mean, residual_proportion
 from ..core.state import ChainState
 from ..observation.base import LatentScale
 
@@ -62,6 +62,27 @@ class UserScale:
     def expected_Y(self, s: ChainState, d: ModelData) -> np.ndarray:
         """``E[Y]`` of every cell on the user's scale."""
         return eta_mean(s, d) * self.scale + self.center
+
+    def eta_log_density(self, s: ChainState, d: ModelData, expected: np.ndarray) -> float:
+        """Log density of the latent ``Eta`` under the factor model, user's scale.
+
+        ``sum log N(Eta_ij; E[Y]_ij, (1 - sum_m resid_h2_mj) / tot_Eta_prec_j)`` over the
+        cells of each trait group's block (the cells the sampler draws), with
+        ``expected`` the user-scale ``E[Y]`` of :meth:`expected_Y`.  ArviZ's
+        ``sample_stats["lp"]`` (a trace to watch, not a model-comparison criterion).
+        """
+        var = residual_proportion(d.grid, s.resid_h2_index) / s.tot_Eta_prec * self.scale**2
+        total = 0.0
+        for g in d.groups:
+            whole = g.rows.size == s.Eta.shape[0] and g.cols.size == s.Eta.shape[1]
+            eta = s.Eta if whole else s.Eta[np.ix_(g.rows, g.cols)]
+            mean = expected if whole else expected[np.ix_(g.rows, g.cols)]
+            v = var if whole else var[g.cols]
+            r = eta * self.scale[g.cols] + self.center[g.cols] - mean if not whole else (
+                eta * self.scale + self.center - mean)
+            total += -0.5 * (eta.shape[0] * np.sum(np.log(2 * np.pi * v))
+                             + float(np.sum(r * r / v)))
+        return float(total)
 
     @staticmethod
     def residual_effects_levels(s: ChainState, d: ModelData) -> np.ndarray:
