@@ -9,6 +9,9 @@ module              what it holds
 ``functions``       user functions evaluated on every draw
 ``run_results``     a run's posterior, means, predictions, genetic values, chunks
 ``summaries``       posterior means, HPD intervals, functions of the posterior
+``tables``          lme4-style tables, R-hat and ESS, the printed summary
+``diagnostics``     convergence diagnostics of identified quantities; number of factors
+``arviz_export``    a fit as ArviZ ``InferenceData`` (0.x) or ``xarray.DataTree`` (1.x)
 ``plots``           trace plots and heatmaps
 ==================  ====================================================================
 """

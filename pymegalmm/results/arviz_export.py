@@ -6,13 +6,13 @@ expects (``posterior``, ``sample_stats``, ``observed_data``, ``constant_data``,
 ``posterior_predictive``), so that ``arviz.summary``, ``arviz.rhat``,
 ``arviz.ess``, ``arviz.plot_trace`` and the rest work on a MegaLMM fit.
 
-=======================  ===================================================
-installed                :func:`to_arviz` returns
-=======================  ===================================================
+========================  ===================================================
+installed                 :func:`to_arviz` returns
+========================  ===================================================
 ArviZ 0.x (Python 3.10+)  ``arviz.InferenceData``
 ArviZ 1.x (Python 3.12+)  ``xarray.DataTree`` (ArviZ 1.x works on DataTrees)
 no ArviZ                  ``xarray.DataTree`` (needs xarray >= 2024.10)
-=======================  ===================================================
+========================  ===================================================
 
 The same groups in either case: ``tree["posterior"]`` / ``idata.posterior`` and so on.
 

@@ -12,7 +12,7 @@ function                           R counterpart
 :func:`fixed_effects`              lme4 ``fixef`` + ``confint``
 :func:`genetic_correlations`       ``cov2cor`` of MegaLMM's ``G`` per draw
 :func:`factor_table`               (share of variance and size of each factor)
-:func:`convergence_table`          rstan/posterior ``Rhat`` and ``ess_bulk``
+:func:`convergence_table`          posterior ``rhat``, ``ess_bulk``, ``ess_tail``
 :class:`Summary`                   lme4 ``summary(merMod)``
 =================================  ================================================
 
@@ -23,11 +23,12 @@ posterior when present; a posterior without them (too large to store, or not
 loaded) is summarised from the parameters ``Lambda, F_h2, resid_h2, tot_Eta_prec``
 with the formulas of :mod:`pymegalmm.results.derived`.
 
-:func:`rhat` and :func:`ess_bulk` are NumPy implementations of the rank-normalised
-split R-hat and bulk effective sample size of Vehtari, Gelman, Simpson, Carpenter
-and Bürkner (2021, *Bayesian Analysis* 16(2), 667-718), following ArviZ's
-``rhat(method="rank")`` and ``ess(method="bulk")`` step by step (ArviZ is not needed
-at run time).
+:func:`rhat`, :func:`ess_bulk` and :func:`ess_tail` are NumPy implementations of the
+rank-normalised split R-hat and the bulk and tail effective sample sizes of Vehtari,
+Gelman, Simpson, Carpenter and Bürkner (2021, *Bayesian Analysis* 16(2), 667-718),
+equal to ArviZ's ``rhat(method="rank")`` and ``ess(method="bulk" / "tail")`` (ArviZ
+is not needed at run time); :mod:`pymegalmm.results.diagnostics` applies them to the
+quantities identified across chains.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from numpy.typing import ArrayLike
-from scipy import stats
+from scipy import special, stats
 from scipy.fft import next_fast_len
 
 from ..errors import InputError, InputTypeError, LabelError
@@ -50,9 +51,12 @@ from .summaries import hpd_interval, posterior_mean
 
 __all__ = [
     "RESIDUAL",
+    "TAIL_QUANTILES",
     "Summary",
+    "convergence_measures",
     "convergence_table",
     "ess_bulk",
+    "ess_tail",
     "factor_table",
     "fixed_effects",
     "genetic_correlations",
@@ -504,11 +508,23 @@ def _split_chains(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x[:, :, :half], x[:, :, x.shape[2] - half:]], axis=1)
 
 
+def _ranks(flat: np.ndarray) -> np.ndarray:
+    """Ranks 1..S of each row, ties given their average rank (``scipy.stats.rankdata``)."""
+    e, n = flat.shape
+    order = np.argsort(flat, axis=1)
+    ranks = np.empty((e, n))
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(1.0, n + 1.0), (e, n)), axis=1)
+    tied = (np.diff(np.take_along_axis(flat, order, axis=1), axis=1) == 0).any(axis=1)
+    if tied.any():
+        ranks[tied] = stats.rankdata(flat[tied], method="average", axis=1)
+    return ranks
+
+
 def _z_scale(x: np.ndarray) -> np.ndarray:
     """Rank-normalise each element's pooled draws: ``Phi^-1((r - 3/8) / (S + 1/4))``."""
     flat = x.reshape(x.shape[0], -1)
-    ranks = stats.rankdata(flat, method="average", axis=1)
-    return stats.norm.ppf((ranks - 0.375) / (flat.shape[1] + 0.25)).reshape(x.shape)
+    ranks = _ranks(flat)
+    return special.ndtri((ranks - 0.375) / (flat.shape[1] + 0.25)).reshape(x.shape)
 
 
 def _basic_rhat(x: np.ndarray) -> np.ndarray:
@@ -524,13 +540,13 @@ def _basic_rhat(x: np.ndarray) -> np.ndarray:
         return np.sqrt((between / within + n - 1) / n)
 
 
-def _rank_rhat(split: np.ndarray) -> np.ndarray:
+def _rank_rhat(split: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:
     """Rank-normalised R-hat of split chains ``(element, chain, draw)``: max of bulk and tail.
 
-    As ArviZ, the tail R-hat is ignored when NaN (the folded draws all tie), the bulk
-    R-hat is not.
+    ``z``: ``_z_scale(split)`` when already computed.  As ArviZ, the tail R-hat is
+    ignored when NaN (the folded draws all tie), the bulk R-hat is not.
     """
-    bulk = _basic_rhat(_z_scale(split))
+    bulk = _basic_rhat(_z_scale(split) if z is None else z)
     med = np.median(split.reshape(split.shape[0], -1), axis=1)[:, None, None]
     tail = _basic_rhat(_z_scale(np.abs(split - med)))
     return np.where(tail > bulk, tail, bulk)
@@ -727,9 +743,10 @@ def convergence_measures(draws: ArrayLike, *, one_chain: bool = False
     if x.shape[2] >= 4 and valid.any():
         xv = x[valid]
         split = _split_chains(xv)
+        z = _z_scale(split)
         if x.shape[1] >= (1 if one_chain else 2):
-            out[0, valid] = _rank_rhat(split)
-        out[1, valid] = _ess_split(_z_scale(split))
+            out[0, valid] = _rank_rhat(split, z)
+        out[1, valid] = _ess_split(z)
         out[2, valid] = _tail_ess_split(xv)
     return out[0].reshape(shape), out[1].reshape(shape), out[2].reshape(shape)
 
@@ -1041,18 +1058,24 @@ class Summary:
         from .diagnostics import diagnostics_overview
 
         ov = diagnostics_overview(cv)
-        header = ["quantity", "elements", "max R-hat", "where", "min bulk ESS", "where",
+        header = ["quantity", "diagnosed", "max R-hat", "where", "min bulk ESS", "where",
                   "min tail ESS", "where"]
         def inside(where: str) -> str:  # "G[ID, T01, T02]" -> "ID, T01, T02"
             return where[where.find("[") + 1:-1] if where.endswith("]") else where
 
-        rows = [[r.variable, str(r.elements), _f(r.rhat, ".3f"), inside(r.rhat_where),
+        rows = [[r.variable, str(r.diagnosed), _f(r.rhat, ".3f"), inside(r.rhat_where),
                  _f(r.ess_bulk, ".0f"), inside(r.ess_bulk_where), _f(r.ess_tail, ".0f"),
                  inside(r.ess_tail_where)] for r in ov.itertuples(index=False)]
         lines = [title, *_table(header, rows, 1)]
+        sampled = ov[ov["diagnosed"] < ov["elements"]]
+        if len(sampled):
+            lines.append("  " + ", ".join(f"{r.variable}: {r.diagnosed} of {r.elements}"
+                                          for r in sampled.itertuples(index=False))
+                         + " elements diagnosed (the diagonal and a random subset; all: "
+                         "diagnostics(post, max_diagnosed=None))")
         for name, why in cv.attrs.get("skipped", {}).items():
             lines.append(f"  {name}: not available ({why})")
-        n_total, n_out = int(ov["elements"].sum()), int(ov["flagged"].sum())
+        n_total, n_out = int(ov["diagnosed"].sum()), int(ov["flagged"].sum())
         if not n_out:
             return lines + [f"  all {n_total} quantities within these limits"]
         rh, ess_min = cv.attrs["rhat_threshold"], cv.attrs["ess_threshold"]
