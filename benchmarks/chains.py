@@ -1,0 +1,134 @@
+"""Several chains: in parallel processes vs one after the other, and CPU contention.
+
+Run on an otherwise idle 2-core machine (``uptime`` is printed before and after)::
+
+    python benchmarks/chains.py            # n=500, t=1000, 15 factors, 150 iterations
+    python benchmarks/chains.py --quick    # t=100, 60 iterations: a functional check
+
+Cases (each in a fresh process, so that OpenMP reads its settings at start-up):
+
+1. **sequential**: ``chains=2, processes=1``: both chains in this process, one after
+   the other, with every core.
+2. **parallel**: ``chains=2`` (default: one process per chain, cores split, 1 thread
+   each).  Speed-up = sequential / parallel.
+3. **oversubscribed**: two independent programs at once, each one chain with 2
+   threads on the 2 cores (4 threads on 2 cores), with OpenMP threads waiting
+   passively (pymegalmm's default) and actively (``OMP_WAIT_POLICY=ACTIVE``, the
+   spinning that made an iteration 5-7x slower under contention).  The figure is
+   the wall time for both programs next to the sequential case: <= 1 means running
+   them together is not slower than one after the other.
+4. **contention**: one chain with 2 threads while another process keeps one core
+   busy (a Python busy loop), passive vs active waiting: ms per iteration, and the
+   ratio to the same run on the idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+_CHILD = r"""
+import json, sys, time
+from pymegalmm import Control, MegaLMM, datasets
+t, iters, chains, processes, threads = (int(a) for a in sys.argv[1:6])
+sim = datasets.simulate_factor_data(n=500, t=t, k_true=10, seed=1)
+m = MegaLMM(sim.Y, sim.formula, data=sim.data, relmat={"ID": sim.K}, n_factors=15,
+            h2_divisions=20, burn=10**9, chains=chains, processes=processes or None,
+            control=Control(n_threads=threads or None), seed=1, verbose=False,
+            run_dir="/tmp/pymegalmm_bench_chains_%d" % time.time_ns(), record=["Lambda"])
+m.sample(2, progress=False)  # workers started, caches warm
+print("READY", flush=True)
+sys.stdin.readline()  # the parent starts every program's sampling at once
+t0 = time.perf_counter()
+m.sample(iters, progress=False)
+wall = time.perf_counter() - t0
+m.close()
+print("@@" + json.dumps({"wall": wall, "ms_per_iter_per_chain": wall / iters * 1e3}))
+"""
+
+_BUSY = "import time\nwhile True:\n    pass\n"
+
+
+def _start(t: int, iters: int, chains: int, processes: int, threads: int,
+           env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(t), str(iters), str(chains), str(processes),
+         str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})})
+
+
+def _go(*procs: subprocess.Popen) -> None:
+    """Wait until every program has set up, then let them all sample."""
+    for p in procs:
+        while p.stdout.readline().strip() != "READY":
+            if p.poll() is not None:
+                raise RuntimeError("benchmark child stopped during setup")
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+
+
+def _results(*procs: subprocess.Popen) -> list[dict]:
+    """Start the programs' sampling together and return what each measured."""
+    _go(*procs)
+    return [_result(p) for p in procs]
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    out, _ = proc.communicate()
+    lines = [ln for ln in out.splitlines() if ln.startswith("@@")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"benchmark child failed ({proc.returncode}): {out[-2000:]}")
+    return json.loads(lines[-1][2:])
+
+
+def run(t: int, iters: int) -> None:
+    print(f"load average before: {os.getloadavg()}")
+    print(f"case: n=500, t={t}, 15 factors, 20 grid points, {iters} iterations per chain\n")
+    passive, active = {"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}
+
+    seq = _results(_start(t, iters, 2, 1, 0, passive))[0]["wall"]
+    par = _results(_start(t, iters, 2, 0, 0, passive))[0]["wall"]
+    print(f"2 chains one after the other (1 process, 2 threads): {seq:7.2f} s")
+    print(f"2 chains in 2 processes x 1 thread:                 {par:7.2f} s   "
+          f"speed-up {seq / par:.2f}x")
+
+    for name, env in (("passive", passive), ("active", active)):
+        both = max(r["wall"] for r in _results(*[_start(t, iters, 1, 1, 2, env)
+                                                  for _ in range(2)]))
+        print(f"2 programs at once, 2 threads each ({name:7s} waiting): {both:7.2f} s   "
+              f"/ one after the other {both / seq:.2f}")
+
+    print()
+    idle = {}
+    for name, env in (("passive", passive), ("active", active)):
+        idle[name] = _results(_start(t, iters, 1, 1, 2, env))[0]["ms_per_iter_per_chain"]
+        busy = subprocess.Popen([sys.executable, "-c", _BUSY])
+        try:
+            loaded = _results(_start(t, iters, 1, 1, 2, env))[0]["ms_per_iter_per_chain"]
+        finally:
+            busy.kill()
+            busy.wait()
+        print(f"1 chain, 2 threads, {name:7s} waiting: idle {idle[name]:7.2f} ms/iter, one core "
+              f"busy {loaded:7.2f} ms/iter ({loaded / idle[name]:.2f}x)")
+    print(f"\npassive / active on the idle machine: {idle['passive'] / idle['active']:.2f}")
+    print(f"load average after: {os.getloadavg()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="t=100, 60 iterations")
+    parser.add_argument("--t", type=int, default=1000)
+    parser.add_argument("--iterations", type=int, default=150)
+    args = parser.parse_args()
+    if args.quick:
+        run(100, 60)
+    else:
+        run(args.t, args.iterations)
+
+
+if __name__ == "__main__":
+    main()
