@@ -52,9 +52,18 @@ def fit_model(tmp_path, k_true: int, n_factors: int, *, n: int = 80, t: int = 5,
 
 
 @pytest.fixture(scope="module")
-def post(tmp_path_factory: pytest.TempPathFactory) -> xr.Dataset:
-    """A small two-chain fit (5 traits, 3 factors, 50 draws per chain)."""
-    return fit_model(tmp_path_factory.mktemp("diag"), k_true=2, n_factors=3).posterior
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[xr.Dataset, xr.Dataset]:
+    """A small two-chain fit (5 traits, 3 factors, 50 draws per chain): its posterior, and
+    the same draws saved to run_dir and loaded lazily."""
+    m = fit_model(tmp_path_factory.mktemp("diag"), k_true=2, n_factors=3)
+    post = m.posterior
+    m.save_posterior_chunk()
+    return post, m.load_posterior()
+
+
+@pytest.fixture(scope="module")
+def post(fitted: tuple[xr.Dataset, xr.Dataset]) -> xr.Dataset:
+    return fitted[0]
 
 
 def quiet(fn, *args, **kwargs):
@@ -278,6 +287,21 @@ def test_random_subsets_of_large_quantities(post: xr.Dataset) -> None:
         np.testing.assert_allclose(merged["rhat"], merged["rhat_full"], atol=5e-3)  # ties
     again = quiet(diagnostics, post, max_diagnosed=3, seed=2)
     pd.testing.assert_frame_equal(again, quiet(diagnostics, post, max_diagnosed=3, seed=2))
+
+
+def test_lazy_posterior(fitted: tuple[xr.Dataset, xr.Dataset]) -> None:
+    post, lazy = fitted
+    for kwargs in ({}, {"max_diagnosed": 3}):
+        a, b = quiet(diagnostics, post, **kwargs), quiet(diagnostics, lazy, **kwargs)
+        pd.testing.assert_frame_equal(a.drop(columns="rhat"), b.drop(columns="rhat"),
+                                      rtol=1e-8)
+        np.testing.assert_allclose(a["rhat"], b["rhat"], atol=5e-3)  # derived to rounding
+
+
+def test_warnings_point_at_the_caller(post: xr.Dataset) -> None:
+    with pytest.warns(ConvergenceWarning) as record:
+        diagnostics(post, ["B1"])
+    assert record[0].filename == __file__
 
 
 def test_missing_variables(post: xr.Dataset) -> None:

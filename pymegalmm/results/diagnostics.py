@@ -35,6 +35,8 @@ Both warn (:class:`ConvergenceWarning`, :class:`TooFewFactorsWarning`, subclasse
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +80,18 @@ _BLOCK_ELEMENTS = 2**20
 
 #: Order of the label columns of the diagnostics table.
 _DIM_ORDER = ("component", "fixed", "level", "factor", "trait", "trait2")
+
+
+def _stacklevel() -> int:
+    """``stacklevel`` of a warning issued by the caller, pointing at the first frame
+    outside pymegalmm (the user's line, whether they called this module or a method of
+    :class:`~pymegalmm.MegaLMM` that calls it)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class ConvergenceWarning(UserWarning):
@@ -535,7 +549,7 @@ def diagnostics(post: xr.Dataset, variables: Sequence[str] | None = None, *,
     if warn:
         message = _convergence_message(table)
         if message:
-            warnings.warn(message, ConvergenceWarning, stacklevel=2)
+            warnings.warn(message, ConvergenceWarning, stacklevel=_stacklevel())
     return table
 
 
@@ -730,7 +744,7 @@ def factor_report(post: xr.Dataset, threshold: float = 0.01, *, prob: float = 0.
     too_few = [c for c in chains if summary[c]["prob_above"] > prob]
     out.attrs.update(threshold=threshold, prob=prob, smallest=summary, too_few=too_few)
     if warn and too_few:
-        warnings.warn(_factor_message(out), TooFewFactorsWarning, stacklevel=2)
+        warnings.warn(_factor_message(out), TooFewFactorsWarning, stacklevel=_stacklevel())
     return out
 
 
