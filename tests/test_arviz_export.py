@@ -69,8 +69,9 @@ def test_groups_and_contents(fit) -> None:
         assert isinstance(data, xr.DataTree)
     assert groups_of(data) == ["posterior", "posterior_predictive", "sample_stats",
                                "observed_data", "constant_data"]
+    # the statistics per draw (lp) go to sample_stats, the given ones first
     xr.testing.assert_equal(data["posterior"].to_dataset() if MAJOR != 0
-                            else data["posterior"], post)
+                            else data["posterior"], post.drop_vars("lp"))
     obs = data["observed_data"]["Y"]
     assert obs.dims == ("row", "trait")
     np.testing.assert_array_equal(obs.values, sim.Y.loc[:, post["trait"].values].to_numpy())
@@ -126,8 +127,9 @@ def test_without_arviz_a_datatree(fit, monkeypatch) -> None:
     monkeypatch.setattr(arviz_export, "arviz_major_version", lambda: None)
     tree = to_arviz(post, observed=sim.Y)
     assert isinstance(tree, xr.DataTree)
-    assert groups_of(tree) == ["posterior", "observed_data"]
-    xr.testing.assert_equal(tree["posterior"].to_dataset(), post)
+    assert groups_of(tree) == ["posterior", "sample_stats", "observed_data"]
+    xr.testing.assert_equal(tree["posterior"].to_dataset(), post.drop_vars("lp"))
+    xr.testing.assert_equal(tree["sample_stats"]["lp"], post["lp"])
 
 
 def test_observed_traits_reordered_and_checked(fit) -> None:

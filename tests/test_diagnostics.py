@@ -176,6 +176,7 @@ def test_diagnostics_match_arviz_on_the_posterior(post: xr.Dataset) -> None:
         "U": post["U"].transpose("chain", "draw", "level", "trait").values,
         "B1": post["B1"].transpose("chain", "draw", "fixed", "trait").values,
         LTL: ltl[:, :, iu, ju],
+        "lp": post["lp"].transpose("chain", "draw").values[:, :, None],
     }
     src = _Draws(post)
     for name, x in expected.items():

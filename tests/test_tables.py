@@ -248,8 +248,8 @@ def test_summary_truncates_many_traits() -> None:
     assert "T21" in text and "T25" not in text.split("Largest")[0]
     for block in text.split("\n\n")[2:]:
         n_lines = len(block.splitlines())
-        if block.startswith("Convergence"):  # + one line per quantity and the count
-            assert n_lines <= 1 + 7 + 1 + 1 + 20 + 1
+        if block.startswith("Convergence"):  # + header and one line per quantity, the
+            assert n_lines <= 1 + 8 + 1 + 1 + 20 + 1  # count, the header of the worst
         elif block.startswith("Factors"):  # + the smallest factor's share and the verdict
             assert n_lines <= 1 + 1 + 20 + 1 + 2
         else:

@@ -35,6 +35,7 @@ import xarray as xr
 from numpy.typing import ArrayLike
 
 from ..errors import InputError, InputTypeError, LabelError
+from .schema import SAMPLE_STATS
 
 __all__ = ["GROUPS", "arviz_major_version", "to_arviz"]
 
@@ -150,11 +151,13 @@ def to_arviz(posterior: xr.Dataset, *, sample_stats: xr.Dataset | None = None,
     posterior : xarray.Dataset
         Posterior draws (``m.posterior`` or a loaded posterior, lazy or not), dims
         ``chain, draw`` then the quantity's.  A posterior without ``chain`` (one
-        chain selected) gets one.
+        chain selected) gets one.  Its statistics per draw
+        (:data:`~pymegalmm.results.schema.SAMPLE_STATS`: ``lp``) go to
+        ``sample_stats``, where ArviZ expects them.
     sample_stats : xarray.Dataset, optional
-        Statistics per draw (e.g. ``lp``, the log-likelihood of ``Eta``, total
+        Statistics per draw (e.g. ``lp``, the log density of ``Eta``, total
         precisions), dims ``chain, draw`` (the posterior's sizes; its chain and draw
-        labels are used).
+        labels are used); a variable also in the posterior replaces it.
     observed : pandas.DataFrame, optional
         The data ``Y`` (rows x traits), stored as ``observed_data["Y"]`` with dims
         ``row, trait`` (traits in the posterior's order; labels must match the
@@ -198,6 +201,14 @@ def to_arviz(posterior: xr.Dataset, *, sample_stats: xr.Dataset | None = None,
     {'chain': 2, 'draw': 100, 'trait': 3}
     """
     post = _draws(posterior, "posterior", None)
+    stats = [name for name in SAMPLE_STATS if name in post.data_vars]
+    if stats:
+        moved = post[stats]
+        post = post.drop_vars(stats)
+        sample_stats = (moved if sample_stats is None else
+                        moved.drop_vars([n for n in stats if n in getattr(
+                            sample_stats, "data_vars", ())]).merge(
+                                _draws(sample_stats, "sample_stats", moved)))
     groups: dict[str, xr.Dataset] = {"posterior": post}
     if posterior_predictive is not None:
         groups["posterior_predictive"] = _draws(posterior_predictive, "posterior_predictive",

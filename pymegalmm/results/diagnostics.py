@@ -14,6 +14,7 @@ quantity           dims (after chain, draw)     why it is identified
 ``U``              level, trait                 genetic values ``U_F Lambda + U_R``
 ``B1``             fixed, trait                 fixed effects
 ``LtL``            trait, trait2                ``Lambda' Lambda``, see below
+``lp``             (none)                       log density of ``Eta`` (when recorded)
 =================  ===========================  =========================================
 
 The loadings ``Lambda`` themselves are not identified: the likelihood does not
@@ -66,7 +67,7 @@ __all__ = [
 LTL = "LtL"
 
 #: Quantities diagnosed by default, all identified across chains.
-DEFAULT_VARIABLES: tuple[str, ...] = ("h2", "G", "R", "U", "B1", LTL)
+DEFAULT_VARIABLES: tuple[str, ...] = ("h2", "G", "R", "U", "B1", LTL, "lp")
 
 #: R-hat above this flags a quantity (Vehtari et al. 2021, section 4.3: 1.01).
 RHAT_THRESHOLD = 1.01
@@ -381,11 +382,12 @@ def diagnostics(post: xr.Dataset, variables: Sequence[str] | None = None, *,
                 warn: bool = True) -> pd.DataFrame:
     """R-hat and bulk and tail ESS of the quantities identified across chains.
 
-    For every element of ``h2``, ``G``, ``R``, ``U``, ``B1`` and ``Lambda' Lambda``
-    (``LtL``): the rank-normalised split R-hat (:func:`~.tables.rhat`), the bulk ESS
-    (:func:`~.tables.ess_bulk`) and the tail ESS (:func:`~.tables.ess_tail`) of
-    Vehtari et al. (2021), which match ArviZ's ``rhat``, ``ess(method="bulk")`` and
-    ``ess(method="tail")`` (ArviZ 1.x: with ``prob=(0.05, 0.95)``).
+    For every element of ``h2``, ``G``, ``R``, ``U``, ``B1``, ``Lambda' Lambda``
+    (``LtL``) and, when recorded, the log density ``lp``: the rank-normalised split
+    R-hat (:func:`~.tables.rhat`), the bulk ESS (:func:`~.tables.ess_bulk`) and the
+    tail ESS (:func:`~.tables.ess_tail`) of Vehtari et al. (2021), which match
+    ArviZ's ``rhat``, ``ess(method="bulk")`` and ``ess(method="tail")`` (ArviZ 1.x:
+    with ``prob=(0.05, 0.95)``).
 
     ``Lambda' Lambda`` stands for the factors: the loadings are identified only up
     to the order and signs of the factors (chains may settle on different orders,

@@ -850,7 +850,7 @@ class Summary:
         looks too small).
     convergence : pandas.DataFrame or None
         :func:`~pymegalmm.results.diagnostics.diagnostics` (R-hat, bulk and tail ESS
-        of ``h2, G, R, U, B1`` and ``Lambda' Lambda``), when computed; printed as
+        of ``h2, G, R, U, B1``, ``Lambda' Lambda`` and ``lp``), when computed; printed as
         one line per quantity (worst values and where) and the elements outside
         Vehtari et al.'s (2021) limits, worst first.
     prob : float
@@ -895,8 +895,8 @@ class Summary:
         diagnostics : bool, optional
             Add the "Convergence" section
             (:func:`~pymegalmm.results.diagnostics.diagnostics`: rank-normalised
-            split R-hat, bulk and tail ESS of ``h2, G, R, U, B1`` and ``Lambda'
-            Lambda``).  Default: when the posterior has 2 chains or more.  ``True``
+            split R-hat, bulk and tail ESS of ``h2, G, R, U, B1``, ``Lambda'
+            Lambda`` and ``lp``).  Default: when the posterior has 2 chains or more.  ``True``
             with one chain compares the chain's two halves.
         top_correlations : int, default 10
             Pairs kept in :attr:`genetic_correlations`.
