@@ -36,6 +36,8 @@ from .linalg import sampling_threads, single_threaded_blas
 from .observation import GaussianMissing, MissingDataMap, ObservationModel
 from .priors import Priors
 from .results import tables
+from .results.arviz_export import to_arviz
+from .results.diagnostics import diagnostics, factor_report
 from .results.run_results import RunResults
 from .results.schema import (
     DERIVED_NEEDS,
@@ -642,7 +644,8 @@ class MegaLMM:
         derived ``U``, ``h2``, ``G`` and ``R``; call :meth:`save_posterior_chunk`
         between blocks of iterations to keep memory bounded.
         """
-        return self._results.estimate_memory(check_int("n_iter", n_iter, minimum=0), self.record)
+        return self._results.estimate_memory(check_int("n_iter", n_iter, minimum=0),
+                                             self._recorder_kwargs()["names"])
 
     @property
     def n_draws(self) -> int:
@@ -782,6 +785,48 @@ class MegaLMM:
         """Genetic correlations of every pair of traits (or the ``top`` largest) with HPD
         intervals, per random effect (or ``component``)."""
         return tables.genetic_correlations(self.reload_posterior(), component, top, prob)
+
+    def diagnostics(self, variables: Sequence[str] | None = None, **options: Any
+                    ) -> pd.DataFrame:
+        """Convergence diagnostics of every draw of the run: rank-normalised split R-hat,
+        bulk and tail ESS (Vehtari et al. 2021) of the quantities identified across
+        chains (``h2``, ``G``, ``R``, ``U``, ``B1``, ``Lambda' Lambda``, ``lp``); warns
+        (``ConvergenceWarning``) when R-hat > 1.01 or ESS < 100 per chain.  Factor
+        order and signs are not identified, so ``Lambda`` itself is not diagnosed.
+        Options and columns: :func:`pymegalmm.results.diagnostics.diagnostics`.
+        """
+        return diagnostics(self.reload_posterior(), variables, **options)
+
+    def factor_report(self, threshold: float = 0.01, **options: Any) -> pd.DataFrame:
+        """Per chain and factor: share of variance, effective number of loadings, and
+        whether the last factors still carry signal (``TooFewFactorsWarning``: then
+        refit with more ``n_factors``).  See
+        :func:`pymegalmm.results.diagnostics.factor_report`."""
+        return factor_report(self.reload_posterior(), threshold, **options)
+
+    def to_arviz(self, posterior_predictive: bool = False, seed: int | None = 0) -> Any:
+        """Every draw of the run as ArviZ data: ``arviz.InferenceData`` with ArviZ 0.x, an
+        ``xarray.DataTree`` with ArviZ 1.x (or without ArviZ).
+
+        Groups ``posterior``, ``sample_stats`` (``lp``), ``observed_data`` (``Y``),
+        ``constant_data`` (``X1``) and, on request, ``posterior_predictive``: ``Y``
+        replicated from each draw, ``E[Y] + e`` with ``e ~ N(0, residual variance)``
+        of the trait (seeded by ``seed``).
+        """
+        post = self.reload_posterior()
+        observed = pd.DataFrame(self.design.Y, index=pd.Index(self.coords.row),
+                                columns=pd.Index(self.coords.trait))
+        constant = dict(self._static_groups()["constant_data"].data_vars)
+        predictive = None
+        if check_bool("posterior_predictive", posterior_predictive):
+            expected = self.predict(kind="draws")
+            var = (1 - post["resid_h2"].sum("component")) / post["tot_Eta_prec"]
+            rng = np.random.default_rng(check_seed(seed))
+            noise = rng.standard_normal(expected.shape) * np.sqrt(
+                var.transpose("chain", "draw", "trait").values[:, :, None, :])
+            predictive = xr.Dataset({"Y": expected + noise})
+        return to_arviz(post, observed=observed, constant=constant,
+                        posterior_predictive=predictive)
 
     def describe(self) -> str:
         """Short text: data size, model dimensions, iterations, draws, speed (``print(m)``)."""

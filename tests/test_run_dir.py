@@ -352,3 +352,26 @@ def test_lp_is_the_log_density_of_eta_under_the_factor_model(tmp_path):
     expected = norm.logpdf(eta, mean, np.sqrt(var)).sum()
     np.testing.assert_allclose(float(post["lp"]), expected, rtol=1e-10)
 
+
+
+def test_model_diagnostics_and_arviz_export_cover_saved_and_memory_draws(tmp_path):
+    m = model(tmp_path / "run", burn=10)
+    m.sample(50, progress=False)
+    m.save_posterior_chunk()
+    m.sample(20, progress=False)  # 20 saved + 10 in memory per chain
+    with pytest.warns(UserWarning):  # 30 draws per chain: ESS far below 100 per chain
+        table = m.diagnostics()
+    assert {"h2", "G", "R", "U", "B1", "LtL", "lp"} <= set(table["variable"])
+    assert (table["rhat"] > 0).all()
+    idata = m.to_arviz(posterior_predictive=True)
+    assert idata.posterior.sizes["draw"] == 30
+    assert idata.sample_stats["lp"].shape == (2, 30)
+    np.testing.assert_array_equal(idata.observed_data["Y"].values, SIM.Y.to_numpy())
+    rep = idata.posterior_predictive["Y"]
+    assert rep.dims == ("chain", "draw", "row", "trait") and rep.shape[1] == 30
+    # replicated data scatter around E[Y] with the residual variance: their spread over
+    # draws is at least the residual SD's (bound loose: 30 draws x 2 chains)
+    resid_sd = np.sqrt(((1 - idata.posterior["resid_h2"].sum("component"))
+                        / idata.posterior["tot_Eta_prec"]).mean(("chain", "draw")))
+    spread = (rep - m.predict(kind="draws")).std(("chain", "draw")).mean("row")
+    np.testing.assert_allclose(spread, resid_sd, rtol=0.25)
