@@ -9,6 +9,7 @@ predictions, per environment) and the time per iteration.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -134,11 +135,14 @@ def run_met_demo(
     Y, data = to_wide(sim.Y, ["Line", "Population"], "Env", "Yield")
     mask = mask_cells(Y, 0.2, np.random.default_rng(seed))
     Y_train = Y.mask(mask)
-    model = MegaLMM(
-        Y_train, "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},
-        n_factors=n_factors, h2_divisions=20, burn=burn, thin=2, seed=seed, verbose=verbose,
-    )
-    model.sample(n_iter, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="pymegalmm_demo_") as run_dir:
+        # the demo saves nothing: a folder of its own, whatever runs the current one holds
+        model = MegaLMM(
+            Y_train, "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},
+            n_factors=n_factors, h2_divisions=20, burn=burn, thin=2, seed=seed,
+            verbose=verbose, run_dir=run_dir,
+        )
+        model.sample(n_iter, progress=progress)
     acc = pd.DataFrame({
         "MegaLMM": accuracy(model.predict(), Y, mask),
         "GBLUP": accuracy(gblup_predictions(Y_train, data, sim.K), Y, mask),

@@ -82,14 +82,18 @@ def test_overwrite_deletes_only_pymegalmm_files(tmp_path):
     second.save_posterior_chunk()
     assert read_manifest(run)["fingerprint"] == second.store.fingerprint
     assert stored(second).sizes["trait"] == 4
-    # a folder with other files is never a run directory, overwrite or not
-    foreign = tmp_path / "notes"
-    foreign.mkdir()
-    (foreign / "thesis.tex").write_text("keep me")
-    for overwrite in (False, True):
-        with pytest.raises(RunDirectoryError, match="thesis.tex"):
-            model(foreign, overwrite=overwrite)
-    assert (foreign / "thesis.tex").read_text() == "keep me"
+    # files pymegalmm did not write (plots, notes) are kept, overwrite or not
+    (run / "Lambda.pdf").write_text("a plot")
+    with pytest.raises(RunDirectoryError):
+        model(run)
+    third = model(run, overwrite=True)
+    assert (run / "Lambda.pdf").read_text() == "a plot"
+    assert not (run / "posterior").exists()
+    third.sample(8, progress=False)
+    third.save_posterior_chunk()
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        [".pymegalmm", "Lambda.pdf", "constant_data", "observed_data", "posterior",
+         "sample_stats", "zarr.json"])
 
 
 def test_store_of_an_older_version_is_refused_then_overwritten(tmp_path):

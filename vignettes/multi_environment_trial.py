@@ -163,8 +163,8 @@ print(f"GBLUP: {time.perf_counter() - t0:.1f} s, mean accuracy {acc['GBLUP'].mea
 t_fit = time.perf_counter()
 m = MegaLMM(Y_train, "~ Population + (1|Line)", data=data, relmat={"Line": K},
             n_factors=15, h2_divisions=20, burn=0, thin=2, seed=SEED,
-            run_dir=Path(os.environ.get("PYMEGALMM_RUN_DIR", "MegaLMM_run")))
-m.clear_posterior()  # start from an empty run directory
+            run_dir=Path(os.environ.get("PYMEGALMM_RUN_DIR", "MegaLMM_run")),
+            overwrite=True)  # this script starts its run afresh each time it runs
 
 # %% [markdown]
 # ### Missing-data map

@@ -147,11 +147,6 @@ class RunDirectory:
 
     # ---------------------------------------------------------------- ownership
 
-    def _foreign_entries(self) -> list[str]:
-        if not self.path.is_dir():
-            return []
-        return sorted(p.name for p in self.path.iterdir() if p.name not in _OWN_ENTRIES)
-
     def _refusal(self, manifest: dict[str, Any] | None, resumable: bool) -> RunDirectoryError:
         where = f"run_dir {str(self.path)!r}"
         if manifest is None:
@@ -173,22 +168,18 @@ class RunDirectory:
     def check_available(self, overwrite: bool) -> None:
         """Refuse a folder holding another run, or clear it when ``overwrite``.
 
+        Files in the folder that pymegalmm did not write (plots, notes) are kept and
+        never block it.
+
         Raises
         ------
         RunDirectoryError
             When the folder holds a run (any model's, this one's included: a new
-            model object starts a new run) and ``overwrite`` is False, or holds
-            files that are not pymegalmm's (these are never deleted).
+            model object starts a new run) and ``overwrite`` is False.
         """
         if not self.path.exists():
             return
-        foreign = self._foreign_entries()
-        if foreign:
-            raise RunDirectoryError(
-                f"run_dir {str(self.path)!r} is a folder with other files ({foreign[:5]}"
-                f"{' ...' if len(foreign) > 5 else ''}) and not a pymegalmm run: give a new "
-                "or empty folder (pymegalmm never deletes files it did not write)")
-        entries = [p for p in self.path.iterdir() if p.name != META_DIR]
+        entries = [p for p in self.path.iterdir() if p.name in _OWN_ENTRIES - {META_DIR}]
         manifest = read_manifest(self.path)
         if manifest is None and not entries:
             return  # an empty folder, or only a lock left by a run that never committed
