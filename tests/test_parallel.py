@@ -53,11 +53,28 @@ def test_chains_in_processes_equal_chains_run_in_turn(tmp_path):
     par.close()
 
 
-def test_lambda_functions_run_the_chains_here_with_a_warning(tmp_path):
-    m = model(tmp_path, "lam", None, functions={"f": lambda d: d["h2"].sum()})
+def test_functions_that_cannot_travel_run_the_chains_here_with_a_warning(tmp_path):
+    lock = threading.Lock()  # not picklable, even by cloudpickle
+
+    def f(draw):
+        with lock:
+            return draw["h2"].sum()
+
+    m = model(tmp_path, "lam", None, functions={"f": f})
     with pytest.warns(UserWarning, match="one after the other"):
         m.sample(8, progress=False)
-    assert m.posterior["f"].sizes["chain"] == 3
+    assert m.posterior["f"].sizes["chain"] == 3 and m._pool is None
+
+
+def test_lambdas_travel_with_cloudpickle(tmp_path):
+    pytest.importorskip("cloudpickle")
+    par = model(tmp_path, "lp", None, functions={"f": lambda d: d["h2"].sum("trait")})
+    seq = model(tmp_path, "ls", 1, functions={"f": lambda d: d["h2"].sum("trait")})
+    par.sample(10, progress=False)
+    seq.sample(10, progress=False)
+    assert par._pool is not None
+    xr.testing.assert_identical(par.posterior["f"], seq.posterior["f"])
+    par.close()
 
 
 def test_error_in_a_worker_is_raised_and_the_model_stays_usable(tmp_path):

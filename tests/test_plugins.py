@@ -180,7 +180,8 @@ class CountingGaussian(GaussianMissing):
 
 def test_observation_model_is_called_through_its_protocol():
     calls: list[int] = []
-    m = _small_model(observation=CountingGaussian(calls=calls), chains=2)
+    # chains in turn in this process, so that the calls are seen here
+    m = _small_model(observation=CountingGaussian(calls=calls), chains=2, processes=1)
     m.sample(5, progress=False)
     # once at initialisation and once per iteration, per chain
     assert calls == [0, 0] + [0, 1, 2, 3, 4] * 2
