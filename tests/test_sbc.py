@@ -25,6 +25,7 @@ from pymegalmm.priors import ARDPrior, GammaPrior, LambdaPrior, VariancePrior
 from pymegalmm.priors.h2 import h2_log_prior, sample_h2_prior
 from pymegalmm.validation import (
     ModelSpec,
+    SBCResult,
     chi_square_uniformity,
     ecdf_band,
     ecdf_uniformity,
@@ -34,6 +35,7 @@ from pymegalmm.validation import (
     sbc,
     simulate_from_prior,
 )
+from pymegalmm.validation.uniformity import default_bins
 
 
 def favour_high_h2(grid: np.ndarray) -> np.ndarray:
@@ -51,9 +53,10 @@ def tiny_spec() -> ModelSpec:
 def test_default_model_is_calibrated():
     """The default model (ARD loadings, flat h2 priors, default precision priors, Gaussian
     data with 10 % of cells missing, intercept + covariate with a flat prior) on 50 rows x 4
-    traits, 2 factors: 200 replications, 10 draws 30 iterations apart after 200 of burn-in.
+    traits, 2 factors: 200 replications, 9 draws 25 iterations apart after 150 of burn-in.
 
-    Threshold: every entry's ranks get a chi-square test (10 bins); the check fails when the
+    Threshold: every entry's ranks get a chi-square test (10 bins, one per rank value, 20
+    expected ranks each); the check fails when the
     smallest p-value times the number of tests (Bonferroni) is below 0.01.  With a
     calibrated sampler that happens with probability at most 0.01 for a new seed (less: the
     entries are positively dependent, which makes Bonferroni conservative).  The seed is
@@ -62,12 +65,13 @@ def test_default_model_is_calibrated():
     ranks pile up at the ends by a few percent, which 200 replications cannot see;
     ``validation/run_sbc.py`` runs 1,000 replications of longer chains.
     """
-    spec = example_spec(n=50, traits=4, n_factors=2, missing=0.1, burn=200)
-    res = sbc(spec, replications=200, iterations=300, thin=30, seed=11, workers=2, bins=10)
+    spec = example_spec(n=50, traits=4, n_factors=2, missing=0.1, burn=150)
+    res = sbc(spec, replications=200, iterations=225, thin=25, seed=11, workers=2)
+    assert res.settings["bins"] == 10
     assert set(res.quantities) == {"tot_Eta_prec", "resid_h2", "h2", "G", "R", "LtL", "B1",
                                    "Y_missing"}
     assert res.ranks.shape == (200, len(res.tests))
-    assert res.ranks.min().min() >= 0 and res.ranks.max().max() <= res.n_draws == 10
+    assert res.ranks.min().min() >= 0 and res.ranks.max().max() <= res.n_draws == 9
     assert res.passed(alpha=0.01), repr(res)
     assert "calibrated" in repr(res)
 
@@ -75,9 +79,9 @@ def test_default_model_is_calibrated():
 def test_a_wrong_prior_is_detected():
     """Power: data simulated with an h2 prior that favours high h2, fitted with the flat
     prior, must fail the same check (a small model: h2 is then mostly prior-driven)."""
-    fit = example_spec(n=30, traits=3, n_factors=1, burn=50)
+    fit = example_spec(n=30, traits=3, n_factors=1, burn=30)
     wrong = replace(fit, priors=Priors(h2_prior_resids=favour_high_h2))
-    res = sbc(fit, replications=60, iterations=60, thin=6, seed=3, workers=1,
+    res = sbc(fit, replications=40, iterations=40, thin=4, seed=3, workers=1,
               simulate_spec=wrong, quantities=["resid_h2", "h2", "tot_Eta_prec"])
     assert not res.passed(alpha=0.01)
     assert res.summary().loc["resid_h2", "p_bonferroni"] < 1e-6
@@ -218,6 +222,28 @@ def test_uniformity_tests_accept_uniform_and_reject_skewed_ranks():
     assert not inside and p < 0.01
     # ties broken at random cannot be told from uniform ranks either
     assert chi_square_uniformity(np.r_[uniform, np.nan], 19, bins=5)[1] > 0.01
+
+
+def test_default_bins_prefer_equal_probability():
+    assert default_bins(1000, 20) == 21  # one bin per rank value
+    assert default_bins(200, 9) == 10
+    assert default_bins(1000, 99) == 25  # 100 values in 25 bins of 4
+    assert default_bins(1000, 28) == 20  # 29 values (prime): groups of consecutive ranks
+    assert default_bins(30, 20) == 3  # few ranks: at least 10 per bin
+
+
+def test_result_from_saved_ranks(tmp_path):
+    rng = np.random.default_rng(12)
+    cols = pd.MultiIndex.from_tuples([("h2", "y1"), ("h2", "y2"), ("G", "y1,y1")])
+    ranks = pd.DataFrame(rng.integers(0, 10, size=(300, 3)), columns=cols)
+    ranks.to_csv(tmp_path / "ranks.csv.gz")
+    back = pd.read_csv(tmp_path / "ranks.csv.gz", header=[0, 1], index_col=0)
+    res = SBCResult.from_ranks(back, 9)
+    assert res.quantities == ["h2", "G"] and res.passed()
+    assert res.tests.loc[("h2", "y1"), "p_chi2"] == pytest.approx(
+        chi_square_uniformity(ranks[("h2", "y1")], 9)[1])
+    with pytest.raises(InputTypeError, match="ranks"):
+        SBCResult.from_ranks(ranks.droplevel(0, axis=1), 9)
 
 
 def test_ecdf_band_has_its_simultaneous_coverage():

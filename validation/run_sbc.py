@@ -7,9 +7,10 @@ Usage::
 
 Each part is one model specification (see ``PARTS``); the run writes its ECDF
 and rank-histogram figures to ``docs/_static/sbc_<part>_ecdf.png`` and
-``docs/_static/sbc_<part>_hist.png``, its test table to
-``validation/results/sbc_<part>_tests.csv`` and prints the summary shown in
-``docs/validation.md``.  Seeds are fixed: the same command gives the same ranks
+``docs/_static/sbc_<part>_hist.png``, its ranks, test table and summary to
+``validation/results/sbc_<part>_{ranks.csv.gz,tests.csv,summary.md}`` and prints
+the summary shown in ``docs/validation.md`` (``--replot`` redoes the tests and
+figures from the saved ranks).  Seeds are fixed: the same command gives the same ranks
 whatever the number of workers.
 """
 
@@ -17,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pymegalmm import Control, Priors
+from pymegalmm import Priors
 from pymegalmm.priors import ARDPrior, GammaPrior, VariancePrior
-from pymegalmm.validation import ModelSpec, example_spec, sbc
+from pymegalmm.validation import ModelSpec, SBCResult, example_spec, sbc
 from pymegalmm.validation.plots import sbc_histogram
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,41 +67,36 @@ def priors_part() -> ModelSpec:
                         priors=priors)
 
 
-def two_effects_part() -> ModelSpec:
-    """Two random effects (a marker K and an unstructured block effect): the dense
-    back-end and a two-dimensional h2 grid; intercept only, 10 % missing."""
-    base = example_spec(n=100, traits=4, n_factors=2, fixed=False, burn=BURN)
-    data = base.data.assign(Block=[f"B{i % 10}" for i in range(base.n)])
-    return ModelSpec("~ 1 + (1|ID) + (1|Block)", data, base.relmat, traits=4, n_factors=2,
-                     control=Control(h2_divisions=10, burn=BURN, scale_Y=False), missing=0.1)
-
-
 PARTS: dict[str, Callable[[], ModelSpec]] = {
     "default": default_part,
     "priors": priors_part,
-    "two_effects": two_effects_part,
 }
 
 
-def run(part: str, replications: int, workers: int, seed: int) -> None:
-    """Run one part and write its figures and table."""
+def run(part: str, replications: int, workers: int, seed: int, replot: bool) -> None:
+    """Run one part (or reload its ranks) and write its figures and tables."""
     spec = PARTS[part]()
     print(f"== {part}: {spec}", flush=True)
-    t0 = time.perf_counter()
-    res = sbc(spec, replications=replications, iterations=ITERATIONS, thin=THIN, burn=BURN,
-              seed=seed, workers=workers, progress=sys.stderr.isatty())
-    print(res)
-    print(f"({time.perf_counter() - t0:.0f} s)\n", flush=True)
+    ranks_file = RESULTS / f"sbc_{part}_ranks.csv.gz"
+    if replot:
+        ranks = pd.read_csv(ranks_file, header=[0, 1], index_col=0)
+        res = SBCResult.from_ranks(ranks, ITERATIONS // THIN, settings={
+            "burn": BURN, "iterations": ITERATIONS, "thin": THIN, "seed": seed})
+        seconds = "reloaded"
+    else:
+        res = sbc(spec, replications=replications, iterations=ITERATIONS, thin=THIN,
+                  burn=BURN, seed=seed, workers=workers, progress=sys.stderr.isatty())
+        seconds = f"{res.seconds:.0f} s with {workers} workers"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        res.ranks.to_csv(ranks_file, float_format="%.0f")
+    print(res, f"\n({seconds})\n", flush=True)
     FIGURES.mkdir(parents=True, exist_ok=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     res.plot(ncols=4).savefig(FIGURES / f"sbc_{part}_ecdf.png", dpi=90)
     sbc_histogram(res, ncols=4).savefig(FIGURES / f"sbc_{part}_hist.png", dpi=90)
     res.tests.to_csv(RESULTS / f"sbc_{part}_tests.csv", float_format="%.4g")
-    summary = res.summary()
     (RESULTS / f"sbc_{part}_summary.md").write_text(
-        f"{res.settings['replications']} replications, {res.n_draws} draws (burn {BURN}, "
-        f"thin {THIN}), seed {seed}, {res.seconds:.0f} s with {workers} workers\n\n"
-        + markdown(summary) + "\n", encoding="utf-8")
+        f"{len(res.ranks)} replications, {res.n_draws} draws (burn {BURN}, thin {THIN}), "
+        f"seed {seed}, {seconds}\n\n" + markdown(res.summary()) + "\n", encoding="utf-8")
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -122,9 +117,11 @@ def main() -> None:
     parser.add_argument("--replications", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--replot", action="store_true",
+                        help="redo the tests and figures from the saved ranks")
     args = parser.parse_args()
     for part in (PARTS if args.part == "all" else [args.part]):
-        run(part, args.replications, args.workers, args.seed)
+        run(part, args.replications, args.workers, args.seed, args.replot)
 
 
 if __name__ == "__main__":

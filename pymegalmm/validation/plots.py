@@ -113,6 +113,10 @@ def sbc_histogram(result: SBCResult, quantities: Sequence[str] | None = None, *,
                   panel_size: tuple[float, float] = (3.2, 2.6)) -> Figure:
     """Histogram of the ranks of each quantity (entries pooled) with a binomial band.
 
+    Each bar is the count of its bin per rank value it holds, so that uniform ranks
+    give bars of equal height (the line) even when the bins hold unequal numbers of
+    rank values.
+
     Parameters
     ----------
     result : SBCResult
@@ -120,7 +124,8 @@ def sbc_histogram(result: SBCResult, quantities: Sequence[str] | None = None, *,
     quantities : sequence of str, optional
         Quantities to show (default all).
     bins : int, optional
-        Bins over ``0..L`` (default ``result.settings["bins"]``).
+        Bins over ``0..L`` (default one per rank value up to 30 values, else
+        ``result.settings["bins"]``).
     prob : float
         Pointwise coverage of the band of a bin's count under uniformity (entries of a
         quantity are pooled, so the band is only a guide).
@@ -139,25 +144,28 @@ def sbc_histogram(result: SBCResult, quantities: Sequence[str] | None = None, *,
     prob = check_float("prob", prob, low=0.0, high=1.0, low_open=True, high_open=True)
     ncols = check_int("ncols", ncols, minimum=1)
     L = result.n_draws
-    bins = int(result.settings.get("bins") or min(20, L + 1)) if bins is None else check_int(
-        "bins", bins, minimum=2, maximum=L + 1)
+    if bins is None:
+        bins = L + 1 if L + 1 <= 30 else int(result.settings.get("bins") or 20)
+    bins = check_int("bins", bins, minimum=2, maximum=L + 1)
     edges = np.floor(np.linspace(0, L + 1, bins + 1)).astype(int)
-    width = np.diff(edges) / (L + 1)
+    values = np.diff(edges)  # rank values per bin
+    width = values / (L + 1)
     fig, axes = _figure(len(names), ncols, panel_size)
     for ax, name in zip(axes, names, strict=False):
         r = result.ranks[name].to_numpy().ravel()
         r = r[~np.isnan(r)]
-        counts = np.histogram(r, bins=edges)[0]
-        expected = r.size * width
-        lo = stats.binom.ppf((1 - prob) / 2, r.size, width)
-        hi = stats.binom.ppf(1 - (1 - prob) / 2, r.size, width)
+        counts = np.histogram(r, bins=edges)[0] / values
+        lo = stats.binom.ppf((1 - prob) / 2, r.size, width) / values
+        hi = stats.binom.ppf(1 - (1 - prob) / 2, r.size, width) / values
         x = np.arange(bins)
-        ax.fill_between(x, lo, hi, step="mid", color="0.85")
+        ax.fill_between(np.r_[x - 0.5, bins - 0.5], np.r_[lo, lo[-1]], np.r_[hi, hi[-1]],
+                        step="post", color="0.85")
         ax.bar(x, counts, width=0.9, color="C0")
-        ax.plot(x, expected, "k-", lw=0.8)
+        ax.axhline(r.size / (L + 1), color="k", lw=0.8)
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.tick_params(labelsize=7)
         ax.set_xlabel(f"rank (0..{L}), {bins} bins", fontsize=8)
+        ax.set_ylabel("ranks per value", fontsize=8)
     fig.suptitle(f"SBC rank histograms: {len(result.ranks)} replications", fontsize=10)
     return fig

@@ -268,6 +268,32 @@ class SBCResult:
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
+    @classmethod
+    def from_ranks(cls, ranks: pd.DataFrame, n_draws: int, bins: int | None = None,
+                   settings: dict[str, Any] | None = None) -> SBCResult:
+        """A result from saved ranks (e.g. ``pd.read_csv(..., header=[0, 1], index_col=0)``).
+
+        Parameters
+        ----------
+        ranks : pandas.DataFrame
+            Columns ``(quantity, entry)``, one row per replication.
+        n_draws : int
+            ``L``: the ranks lie in ``0..L``.
+        bins : int, optional
+            Bins of the chi-square test.
+        settings : dict, optional
+            What the run was (shown by ``repr``).
+        """
+        n_draws = check_int("n_draws", n_draws, minimum=1)
+        if not isinstance(ranks, pd.DataFrame) or ranks.columns.nlevels != 2:
+            raise InputTypeError("ranks must be a DataFrame with (quantity, entry) columns")
+        ranks = ranks.astype(float)
+        ranks.columns = ranks.columns.set_names(["quantity", "entry"])
+        settings = dict(settings or {})
+        settings.setdefault("replications", len(ranks))
+        settings["bins"] = bins if bins is not None else default_bins(len(ranks), n_draws)
+        return cls(ranks, n_draws, _tests(ranks, n_draws, bins), settings)
+
     @property
     def quantities(self) -> list[str]:
         """Names of the ranked quantities."""

@@ -35,7 +35,16 @@ ECDF_SIMULATIONS = 4000
 
 
 def default_bins(n_ranks: int, n_draws: int) -> int:
-    """Bins of the chi-square test: at most 20, at least 10 expected ranks per bin."""
+    """Bins of the chi-square test: about 20, at least 10 expected ranks per bin.
+
+    The largest divisor of ``L + 1`` up to ``min(25, n_ranks / 10)`` when it is at
+    least 5 (bins of equal probability), else ``min(L + 1, 20, n_ranks / 10)`` bins
+    of consecutive ranks (expected counts proportional to their widths).
+    """
+    cap = min(25, n_ranks // 10, n_draws + 1)
+    divisors = [d for d in range(5, cap + 1) if (n_draws + 1) % d == 0]
+    if divisors:
+        return divisors[-1]
     return int(max(2, min(n_draws + 1, 20, n_ranks // 10)))
 
 
