@@ -166,6 +166,16 @@ class ChainProcesses:
         iteration and starts no others.  Returns the errors met, chain by chain.
         """
         self._start()
+        try:
+            return self._sample(chains, todo, progress, stop)
+        except BaseException:
+            # e.g. a second Ctrl-C: workers still running would later report results the
+            # chains no longer expect; stop them (the chains keep their states)
+            self.terminate()
+            raise
+
+    def _sample(self, chains: list[Chain], todo: list[int], progress: Callable[[int], None],
+                stop: Callable[[], bool]) -> list[BaseException]:
         pending = deque(c for c, n in enumerate(todo) if n > 0)
         idle, running = list(self.workers), {}
         errors: list[BaseException] = []
@@ -216,3 +226,13 @@ class ChainProcesses:
         for w in self.workers:
             w.close()
         self.workers = []
+
+    def terminate(self) -> None:
+        """Kill the workers at once and forget their pending messages."""
+        for w in self.workers:
+            with contextlib.suppress(OSError):
+                w.proc.kill()
+            w.alive = False
+            w.close()
+        self.workers = []
+        self.events = queue.Queue()
