@@ -261,16 +261,21 @@ def test_interrupted_clear_leaves_no_half_deleted_store(tmp_path, monkeypatch):
     m.save_posterior_chunk()
     import pymegalmm.run.store as store_module
 
-    def failing_rmtree(path, *args, **kwargs):
+    real_rmtree = store_module.shutil.rmtree
+
+    def failing_rmtree(path, *args, **kwargs):  # deletes one variable, then fails
+        real_rmtree(Path(path) / "Lambda")
         raise OSError("disk went away")
 
     monkeypatch.setattr(store_module.shutil, "rmtree", failing_rmtree)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk went away"):
         m.clear_posterior()
     monkeypatch.undo()
-    # nothing was committed: the run still reads back whole
-    assert MegaLMM.resume(tmp_path / "run", verbose=False).load_posterior(
-        lazy=False).sizes["draw"] == 4
+    # the clear was committed before deleting: no half-deleted posterior is ever read
+    again = MegaLMM.resume(tmp_path / "run", verbose=False)
+    assert again.store.n_draws == 0
+    with pytest.raises(FileNotFoundError):
+        again.load_posterior()
     m.clear_posterior()
     assert m.store.n_draws == 0
     with pytest.raises(FileNotFoundError):

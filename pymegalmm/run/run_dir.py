@@ -303,7 +303,10 @@ class RunDirectory:
                 self.repair()
             m = dict(self.manifest)
             n_draws, n_total = (0, 0) if clear else (int(m["n_draws"]), int(m["n_means"]))
-            if clear:
+            if clear:  # forget the draws in the manifest first: a half-done delete is unseen
+                m.update(n_draws=0, n_means=0, means=None, files={})
+                write_json_atomic(self.meta / _MANIFEST, m)
+                self.manifest = dict(m)
                 self.posterior.truncate(0)
                 self.sample_stats.truncate(0)
             if draws is not None and draws.sizes.get("draw", 0):
