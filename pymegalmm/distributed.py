@@ -8,8 +8,8 @@ seed; for chain ``c`` with ``chain_ids=[c]``, for a fold with the fold's cells o
 ``Y`` set to NaN), samples it in a run folder of its own, saves it there and
 returns a few numbers; the results are combined where the function was called.
 
-Where the tasks run
--------------------
+**Where the tasks run.**
+
 * ``client=None``: one after the other, in this process.  Each task samples with
   ``Control.n_threads`` threads (default: every core).  To run the chains of one
   model in parallel on one machine, ``MegaLMM(..., chains=4)`` already uses one
@@ -20,9 +20,7 @@ Where the tasks run
   reaches each worker once; each task samples with ``Control.n_threads`` threads, or
   with one when it is None (Dask runs one task per worker thread).
 
-Files
------
-``run_dir`` is a folder on a file system that every worker sees at the same path
+**Files.** ``run_dir`` is a folder on a file system that every worker sees at the same path
 (for a cluster, a shared file system such as NFS or Lustre).  URLs (``s3://``, any
 fsspec location) are not supported: give a local or mounted path.  Each task
 writes one ordinary run folder (:mod:`pymegalmm.run.run_dir`)::
@@ -36,9 +34,7 @@ holding a run saved by an earlier attempt of the same task (Dask runs the tasks 
 worker that died again elsewhere) continues it from its last saved chunk with
 :meth:`~pymegalmm.MegaLMM.resume`, which gives the draws of an uninterrupted run.
 
-Draws
------
-Chain ``c`` has the generator it has in ``MegaLMM(..., chains=N)`` (spawned from
+**Draws.** Chain ``c`` has the generator it has in ``MegaLMM(..., chains=N)`` (spawned from
 the template's seed), so its draws are exactly those of chain ``c`` of the model
 run in one process (:meth:`~pymegalmm.MegaLMM.burn_in` with ``burn_in``, then
 :meth:`~pymegalmm.MegaLMM.sample` with ``iterations``), whichever worker runs it
@@ -187,15 +183,16 @@ def _check_base(run_dir: Any) -> Path:
 
 
 def _holds_run(path: Path) -> bool:
-    from .run.run_dir import META_DIR
+    """Whether ``path`` holds a run (of any model), as a new model would find it."""
+    from .run.run_dir import RunDirectory
 
-    if not path.exists():
-        return False
-    if not path.is_dir():
+    if path.exists() and not path.is_dir():
         raise InputError(f"run_dir: {str(path)!r} is an existing file, not a directory")
-    meta = path / META_DIR
-    return any(p.name != META_DIR for p in path.iterdir()) or (
-        meta.is_dir() and any(p.name != "lock" for p in meta.iterdir()))
+    try:
+        RunDirectory(path, "").check_available(overwrite=False)
+    except RunDirectoryError:
+        return True
+    return False
 
 
 def _prepare_folders(base: Path, paths: Sequence[Path], overwrite: bool) -> None:
@@ -208,7 +205,7 @@ def _prepare_folders(base: Path, paths: Sequence[Path], overwrite: bool) -> None
             f"run_dir {str(base)!r}: {len(busy)} of the {len(paths)} task folders already "
             f"hold runs (e.g. {str(busy[0])!r}): pass overwrite=True to delete them and start "
             "again, choose another run_dir, or continue a run with MegaLMM.resume(path)")
-    for p in busy:  # deletes pymegalmm's files only; refuses folders with other files
+    for p in busy:  # deletes pymegalmm's files only
         RunDirectory(p, "").check_available(overwrite=True)
 
 
@@ -900,7 +897,7 @@ def cross_validate(model: MegaLMM, folds: int | pd.DataFrame | np.ndarray = 5, *
     >>> sim = datasets.simulate_factor_data(n=60, t=5, n_markers=200, seed=1)
     >>> m = MegaLMM(sim.Y, sim.formula, data=sim.data, relmat={"ID": sim.K}, n_factors=3,
     ...             h2_divisions=5, burn=10, seed=1, verbose=False)
-    >>> cv = pymegalmm.cross_validate(m, folds=3, iterations=30, seed=2, run_dir="cv")
+    >>> cv = pymegalmm.cross_validate(m, folds=2, iterations=30, seed=2, run_dir="cv")
     >>> list(cv.accuracy.columns)
     ['fold', 'trait', 'n_heldout', 'correlation', 'rmse']
     >>> int(cv.accuracy["n_heldout"].sum()) == int(sim.Y.notna().sum().sum())
