@@ -959,8 +959,9 @@ def _score(model: MegaLMM, labels: list[Hashable], fold: np.ndarray,
     for label, cells in cells_of.items():
         runs = [r for r in results if r["fold"] == label]
         weights = np.array([r["n_draws"] for r in runs], dtype=float)
-        predicted = sum(w * r["predictions"] for w, r in zip(weights, runs, strict=True))
-        predicted = predicted / weights.sum()
+        predicted = (runs[0]["predictions"] if len(runs) == 1 else
+                     sum(w * r["predictions"] for w, r in zip(weights, runs, strict=True))
+                     / weights.sum())
         observed = values[cells[:, 0], cells[:, 1]]
         for j, trait in enumerate(traits):
             sel = cells[:, 1] == j

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -136,6 +137,19 @@ def test_cross_validation_by_cells(sim, tmp_path):
     assert cv.folds.fillna(-1).to_numpy().astype(int).tolist() == again.tolist()
     assert sorted(cv.paths) == [(f, 0) for f in range(3)]
     assert "mean correlation" in repr(cv)
+    # fold 0 is the model fitted to Y with the fold's cells set to NaN
+    hidden = cv.folds == 0
+    with warnings.catch_warnings():  # rows with every cell hidden are dropped
+        warnings.simplefilter("ignore", UserWarning)
+        m = MegaLMM(sim.Y.mask(hidden), sim.formula, data=sim.data, relmat={"ID": sim.K},
+                    **{**SETTINGS, "chains": 1}, run_dir=tmp_path / "by_hand")
+    m.sample(ITERATIONS, progress=False)
+    fitted = m.predict()
+    pred = cv.predictions.query("fold == 0")
+    pred = pred[pred["row"].isin(fitted.index)]
+    assert len(pred) > 0.8 * hidden.values.sum()
+    expected = [fitted.at[r, c] for r, c in zip(pred["row"], pred["trait"], strict=True)]
+    np.testing.assert_array_equal(pred["predicted"].to_numpy(), expected)
 
 
 def test_cross_validation_by_lines_on_dask_equals_here(sim, client, tmp_path):
