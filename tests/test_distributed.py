@@ -164,6 +164,12 @@ def test_cross_validation_by_lines_on_dask_equals_here(sim, client, tmp_path):
     rows = folds.apply(lambda r: set(r.dropna()), axis=1)
     assert all(len(s) <= 1 for s in rows)  # each line is held out whole, in one fold
     assert np.isfinite(on_dask.predictions["predicted"]).all()
+    # a task's error reaches the caller, saying which task failed
+    with pytest.raises(ZeroDivisionError) as failed:
+        pymegalmm.cross_validate(model, client=client, run_dir=tmp_path / "e",
+                                 setup=lambda m: 1 / 0, **kw)
+    if sys.version_info >= (3, 11):
+        assert "pymegalmm task of fold" in "".join(failed.value.__notes__)
 
 
 def test_cross_validation_with_a_matrix_of_folds(sim, tmp_path):
