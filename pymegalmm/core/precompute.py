@@ -7,6 +7,8 @@ fixed-effect designs, identifiability flags, row patterns and grid priors.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..design import Design
@@ -78,6 +80,9 @@ def build_model_data(design: Design, latent: LatentScale, observation: Observati
             imputed=np.nonzero(block_missing),
         ))
         used[np.ix_(rows, cols)] = True
+    lambda_prior = priors.Lambda_prior.for_data(n)
+    if lambda_prior is not priors.Lambda_prior:  # a prior that depends on the number of rows
+        priors = dataclasses.replace(priors, Lambda_prior=lambda_prior)
     return ModelData(
         Y=latent.Y,
         X1=np.ascontiguousarray(X1),

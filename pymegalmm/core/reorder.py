@@ -10,6 +10,9 @@ import numpy as np
 from .data import ModelData
 from .state import ChainState
 
+#: Name of the loadings prior's state array that, when present, orders the factors.
+_M_EFF = "Lambda_m_eff"
+
 
 def _correlated_columns(A: np.ndarray, threshold: float) -> np.ndarray:
     """Columns to drop so that no remaining pair has ``|cor| > threshold`` (first one kept)."""
@@ -30,13 +33,16 @@ def reorder_factors(s: ChainState, d: ModelData, drop_cor_threshold: float = 0.6
     1. Factors whose scores correlate above ``drop_cor_threshold`` with an earlier
        factor get their scores set to 0; then the same with the factors' genetic
        values ``Z U_F``.
-    2. Factors are sorted by ``sum_j Lambda_kj^2 * mean_i F_ik^2`` (decreasing), so
-       zeroed factors go last, and every factor-indexed parameter is permuted with
-       them (including ``F_h2_index`` and the loadings prior's factor-indexed state,
-       which R MegaLMM 0.9.5 leaves unpermuted, METHOD.md Q6).
+    2. Factors are sorted by decreasing size: the loadings prior's
+       ``Lambda_m_eff`` (effective number of non-zero loadings) when its state has
+       one (the horseshoe), with the zeroed factors' set to 0; otherwise
+       ``sum_j Lambda_kj^2 * mean_i F_ik^2``.  Zeroed factors go last.  Every
+       factor-indexed parameter is permuted with them (including ``F_h2_index`` and
+       the loadings prior's factor-indexed state, which R MegaLMM 0.9.5 leaves
+       unpermuted, METHOD.md Q6).
     3. The loadings prior re-tunes its state
        (:meth:`~pymegalmm.priors.LambdaPrior.refresh`; ARD: ``delta_1`` reset to 1,
-       then 10 updates).
+       then 10 updates; horseshoe: 10 updates).
 
     Returns
     -------
@@ -50,9 +56,15 @@ def reorder_factors(s: ChainState, d: ModelData, drop_cor_threshold: float = 0.6
     genetic_F = re_F.unrotate(re_F.genetic_values(s.U_F))
     zero_g = _correlated_columns(np.where(zero, 0.0, genetic_F), drop_cor_threshold)
     s.QtF[:, zero_g] = 0.0
-    F = re_F.unrotate(s.QtF)
-    size = np.square(s.Lambda).sum(axis=1) * np.square(F).mean(axis=0)
-    order = np.argsort(-size, kind="stable")
+    if _M_EFF in s.lambda_prior:  # the prior measures its factors (horseshoe): as R
+        m_eff = np.array(s.lambda_prior[_M_EFF], dtype=float, copy=True)
+        m_eff[zero | zero_g] = 0.0
+        s.lambda_prior = {**s.lambda_prior, _M_EFF: m_eff}
+        order = np.argsort(-m_eff, kind="stable")
+    else:
+        F = re_F.unrotate(s.QtF)
+        size = np.square(s.Lambda).sum(axis=1) * np.square(F).mean(axis=0)
+        order = np.argsort(-size, kind="stable")
     s.Lambda = np.asfortranarray(s.Lambda[order])
     s.QtF = np.asfortranarray(s.QtF[:, order])
     s.U_F = np.asfortranarray(s.U_F[:, order])

@@ -7,6 +7,7 @@ module              what it holds
 ``h2``              prior weights of the discrete h2 grid
 ``base``            :class:`LambdaPrior`, the protocol every loadings prior follows
 ``ard``             :class:`ARDPrior`, the multiplicative gamma process (default)
+``horseshoe``       :class:`HorseshoePrior`, R MegaLMM's nominal default
 ``container``       :class:`Priors`, all priors of a model
 ==================  ============================================================
 """
@@ -15,10 +16,11 @@ from .ard import ARDPrior
 from .base import LambdaPrior, PriorState
 from .container import Priors
 from .h2 import H2Prior, h2_log_prior
+from .horseshoe import HorseshoePrior
 from .variance import GammaPrior, VariancePrior
 
 #: Former name of :data:`H2Prior`.
 H2PriorSpec = H2Prior
 
-__all__ = ["ARDPrior", "GammaPrior", "H2Prior", "LambdaPrior", "PriorState", "Priors",
-           "VariancePrior", "h2_log_prior"]
+__all__ = ["ARDPrior", "GammaPrior", "H2Prior", "HorseshoePrior", "LambdaPrior", "PriorState",
+           "Priors", "VariancePrior", "h2_log_prior"]

@@ -19,8 +19,9 @@ Writing a prior
 Subclass :class:`LambdaPrior`, declare ``state_dims`` and implement
 :meth:`~LambdaPrior.initialize`, :meth:`~LambdaPrior.precision` and
 :meth:`~LambdaPrior.update`; override :meth:`~LambdaPrior.mean` for a non-zero
-prior mean and :meth:`~LambdaPrior.refresh` to re-tune the state after factors
-are reordered.  Every random number must come from the ``rng`` passed in, so that
+prior mean, :meth:`~LambdaPrior.refresh` to re-tune the state after factors
+are reordered, and :meth:`~LambdaPrior.for_data` when the prior needs the number
+of rows of the data.  Every random number must come from the ``rng`` passed in, so that
 chains stay reproducible.  ``docs/architecture.md`` has a complete example.
 """
 
@@ -114,6 +115,26 @@ class LambdaPrior(ABC):
             f"{type(self).__name__} does not implement sample_prior(n_factors, tot_prec, rng), "
             "needed to simulate from the prior (pymegalmm.validation); add it next to update()"
         )
+
+    def for_data(self, n_rows: int) -> LambdaPrior:
+        """This prior as used on data of ``n_rows`` rows (default: itself, unchanged).
+
+        Called once when the model's data are built (``ModelData.priors`` holds the
+        result).  A prior whose scale depends on the number of observations (the
+        horseshoe's global scale ``tau_0``) returns a copy that knows it; the
+        protocol's other methods then need no data size.
+
+        Parameters
+        ----------
+        n_rows : int
+            Number of rows (observations) of the data.
+
+        Returns
+        -------
+        LambdaPrior
+            ``self`` by default.
+        """
+        return self
 
     def permute(self, state: PriorState, order: np.ndarray) -> PriorState:
         """The state with factors in the new ``order`` (new position -> old factor).
