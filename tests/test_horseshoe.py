@@ -415,6 +415,17 @@ def test_model_records_reorders_and_saves_the_prior_state(tmp_path):
         np.testing.assert_array_equal(np.reshape(back.lambda_prior[name], value.shape), value)
 
 
+def test_data_size_hook_leaves_ard_untouched():
+    # LambdaPrior.for_data defaults to the prior itself: with ARD the model's data hold
+    # the user's Priors object unchanged (the golden draws check the rest)
+    ard = ARDPrior()
+    assert ard.for_data(60) is ard and LambdaPrior.for_data(ard, 60) is ard
+    m = _small(ARDPrior())
+    assert m.data.priors is m.priors
+    hs = HorseshoePrior()
+    assert hs.for_data(7).for_data(7).n_rows == 7  # idempotent
+
+
 def test_resume_continues_a_horseshoe_run_exactly(tmp_path):
     def model(run_dir, **kw):
         return _small(chains=2, run_dir=run_dir, burn=4, thin=2, **kw)
