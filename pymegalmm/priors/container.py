@@ -5,8 +5,9 @@ Defaults are those of the MultiEnvironmentTrial vignette of R MegaLMM 0.9.5
 flat discrete h2 priors, ARD ``Lambda_prior`` with ``Lambda_df = 3``,
 ``delta_1 = list(shape = 2, rate = 1)``, ``delta_2 = list(shape = 3, rate = 1)``,
 ``delta_iterations_factor = 100``), so an R user's settings carry over one to one.
-R's nominal default Lambda prior, the horseshoe, fails as shipped (METHOD.md Q1)
-and is not offered yet.
+R's nominal default Lambda prior, the horseshoe, fails as shipped (METHOD.md Q1);
+its corrected version is :class:`~pymegalmm.priors.HorseshoePrior`
+(``Priors(Lambda_prior=HorseshoePrior())``), see ``docs/priors.md``.
 """
 
 from __future__ import annotations
