@@ -271,7 +271,8 @@ class MegaLMM:
             self.latent = self.observation.prepare(self.design.Y, list(self.design.traits),
                                                    self._control.scale_Y)
             self.grid = make_h2_grid(len(self.design.random), self._control.h2_divisions)
-            self.coords = Coordinates.from_design(self.design, self._control.n_factors)
+            self.coords = Coordinates.from_design(self.design, self._control.n_factors,
+                                                 self.priors.Lambda_prior)
             self._transform = UserScale(self.latent, self.design.X1)
             self._build(self.observation)
         warn_about_data(self.design, self.latent, self._control.scale_Y, self.priors,
@@ -705,6 +706,45 @@ class MegaLMM:
         of the run; levels of K without data are included.  ``kind``, ``prob`` and
         ``interval`` as in :meth:`predict` (dim ``level`` instead of ``row``)."""
         return self._results.genetic_value_draws(kind, prob, interval)
+
+    def predict_new_traits(self, W_new: pd.DataFrame, *, kind: str = "mean", prob: float = 0.95,
+                           interval: str = "hpd", scale: float | None = None
+                           ) -> pd.DataFrame | xr.DataArray:
+        """Genetic values of traits with no observation at all, from their trait covariates.
+
+        Needs ``Priors(Lambda_prior=ARDPrior(trait_covariates=W))``.  Per draw, a new
+        trait with covariates ``w`` has the loadings ``beta w`` (the prior mean of a
+        trait's loadings; its own deviation and trait-specific random effect have prior
+        mean 0), so its genetic values are ``U_F (W_new beta')' * scale`` for every
+        level of K (:mod:`pymegalmm.results.new_traits`).  A model without trait
+        covariates has nothing that maps a new trait to the factors and raises.
+
+        Parameters
+        ----------
+        W_new : pandas.DataFrame
+            Covariates of the new traits: one row per new trait (its index names them),
+            the same columns as ``trait_covariates`` (any order).
+        kind : {"mean", "draws", "interval"}
+            Posterior mean (DataFrame levels x new traits), every draw (DataArray
+            ``chain, draw, level, trait``) or intervals (tidy table), as in :meth:`predict`.
+        prob : float
+            Interval probability.
+        interval : {"hpd", "equal-tailed"}
+            Interval convention.
+        scale : float, optional
+            The new traits' scale (standard deviation) on the user's scale of ``Y``,
+            which the data cannot tell.  Default: the mean of the fitted traits' scales
+            (their standard deviations with ``scale_Y=True``); ``scale=1.0`` gives the
+            sampler's scale of standardised traits.
+
+        Returns
+        -------
+        pandas.DataFrame or xarray.DataArray
+        """
+        from .results.new_traits import predict_new_traits
+
+        return predict_new_traits(self._results, self.data.priors.Lambda_prior, W_new, kind,
+                                  prob, interval, scale, self.latent.scale)
 
     def clear_posterior(self, disk: bool = True) -> None:
         """Forget the recorded draws and posterior means (R: ``clear_Posterior``);

@@ -80,8 +80,8 @@ def build_model_data(design: Design, latent: LatentScale, observation: Observati
             imputed=np.nonzero(block_missing),
         ))
         used[np.ix_(rows, cols)] = True
-    lambda_prior = priors.Lambda_prior.for_data(n)
-    if lambda_prior is not priors.Lambda_prior:  # a prior that depends on the number of rows
+    lambda_prior = priors.Lambda_prior.for_data(n).for_traits(list(design.traits))
+    if lambda_prior is not priors.Lambda_prior:  # depends on the number of rows or the traits
         priors = dataclasses.replace(priors, Lambda_prior=lambda_prior)
     return ModelData(
         Y=latent.Y,

@@ -20,15 +20,17 @@ Subclass :class:`LambdaPrior`, declare ``state_dims`` and implement
 :meth:`~LambdaPrior.initialize`, :meth:`~LambdaPrior.precision` and
 :meth:`~LambdaPrior.update`; override :meth:`~LambdaPrior.mean` for a non-zero
 prior mean, :meth:`~LambdaPrior.refresh` to re-tune the state after factors
-are reordered, and :meth:`~LambdaPrior.for_data` when the prior needs the number
-of rows of the data.  Every random number must come from the ``rng`` passed in, so that
-chains stay reproducible.  ``docs/architecture.md`` has a complete example.
+are reordered, :meth:`~LambdaPrior.for_data` when the prior needs the number
+of rows of the data and :meth:`~LambdaPrior.for_traits` when it needs the names
+of the traits (both called once when the model's data are built).  Every
+random number must come from the ``rng`` passed in, so that chains stay
+reproducible.  ``docs/architecture.md`` has a complete example.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -135,6 +137,35 @@ class LambdaPrior(ABC):
             ``self`` by default.
         """
         return self
+
+    def for_traits(self, traits: Sequence[Hashable]) -> LambdaPrior:
+        """This prior as used on data with these traits, in this order (default: itself).
+
+        Called once when the model's data are built, after :meth:`for_data`.  A prior
+        with per-trait inputs given by name (ARD's ``trait_covariates``) returns a copy
+        holding them in the model's trait order, or raises if a trait is missing.
+
+        Parameters
+        ----------
+        traits : sequence
+            Names of the traits (columns of ``Y``), in the model's order.
+
+        Returns
+        -------
+        LambdaPrior
+            ``self`` by default.
+        """
+        return self
+
+    def coordinates(self) -> dict[str, list]:
+        """Labels of the prior's own dims (other than ``factor`` and ``trait``) of its
+        recorded state, e.g. ``{"covariate": [...]}`` (default: none)."""
+        return {}
+
+    def records_with(self) -> tuple[str, ...]:
+        """Core parameters recorded by default with this prior's recorded state, because
+        reading it needs them (default: none)."""
+        return ()
 
     def permute(self, state: PriorState, order: np.ndarray) -> PriorState:
         """The state with factors in the new ``order`` (new position -> old factor).

@@ -19,6 +19,8 @@ name              dims (after chain, draw)    meaning
 ``tot_Eta_prec``  trait                       total precision of each residual model
 ``tot_F_prec``    factor                      factors' working precision (internal)
 ``delta``         factor                      ARD multiplicative shrinkage increments
+``Lambda_beta``   factor, covariate           loadings' coefficients on trait covariates
+                                              (ARD with ``trait_covariates``; working scale)
 ``U``             level, trait                genetic values ``U_F Lambda + U_R``
 ``G``             component, trait, trait2    covariance of each random effect
 ``R``             trait, trait2               residual covariance
@@ -76,7 +78,8 @@ def param_descriptions(lambda_prior: LambdaPrior | None = None) -> dict[str, str
 def default_record(lambda_prior: LambdaPrior | None = None) -> list[str]:
     """Parameters recorded by default: :data:`DEFAULT_RECORD` with this prior's recordables."""
     prior = ARDPrior() if lambda_prior is None else lambda_prior
-    return [n for n in DEFAULT_RECORD if n in CORE_PARAM_DIMS] + list(prior.recorded)
+    core = [n for n in DEFAULT_RECORD if n in CORE_PARAM_DIMS]
+    return core + [n for n in prior.records_with() if n not in core] + list(prior.recorded)
 
 
 #: Dims of each recordable parameter with the default (ARD) loadings prior.
@@ -126,6 +129,8 @@ class Coordinates:
     component: list[str]
     row: list[object]
     level_effect: list[str] = field(default_factory=list)
+    #: Trait covariates of the loadings prior (ARD's ``trait_covariates``), if any.
+    covariate: list[str] = field(default_factory=list)
 
     def for_dims(self, dims: Iterable[str]) -> dict[str, list]:
         """Coordinate values for the given dims."""
@@ -140,8 +145,10 @@ class Coordinates:
         return out
 
     @classmethod
-    def from_design(cls, design: Design, n_factors: int) -> Coordinates:
-        """The user's names of a model's dims, from its design (attached once, here)."""
+    def from_design(cls, design: Design, n_factors: int,
+                    lambda_prior: LambdaPrior | None = None) -> Coordinates:
+        """The user's names of a model's dims, from its design and loadings prior
+        (attached once, here)."""
         res = design.random
         if len(res) == 1:
             levels = [str(v) for v in res[0].levels]
@@ -157,6 +164,8 @@ class Coordinates:
             component=[r.name for r in res],
             row=list(design.rows),
             level_effect=level_effect,
+            covariate=list((lambda_prior.coordinates() if lambda_prior is not None
+                            else {}).get("covariate", [])),
         )
 
 
