@@ -262,3 +262,16 @@ def test_save_and_resume_with_covariates_is_exact(tmp_path):
     W_new = SIM["W"].loc[SIM["held"]]
     pd.testing.assert_frame_equal(again.predict_new_traits(W_new),
                                   whole.predict_new_traits(W_new))
+
+
+def test_documented_example_runs(capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "priors.md").read_text()
+    match = re.search(r"<!-- example: trait-covariates -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "the trait-covariates example is missing from docs/priors.md"
+    namespace: dict = {"__name__": "docs_priors_example"}
+    exec(compile(match.group(1), "docs/priors.md", "exec", dont_inherit=True), namespace)
+    assert list(namespace["new"].columns) == ["E10", "E11"]
+    assert "E10" in capsys.readouterr().out
