@@ -12,15 +12,57 @@ scaling  ``simulate_factor_data(n=500, t, k_true=10)``, 15 factors, ``h2_divisio
          one random effect, no missing data, t in {20, 100, 1000, 5000, 20000}: setup
          seconds, seconds per iteration (median of timed blocks, >= 20 iterations after
          warm-up), peak resident memory of the process that ran the case, the floor
-         (the unavoidable dense products of one iteration at the same shapes, timed in
-         that process) and iteration / floor, speed-up vs. R MegaLMM 0.9.5
+         (below) and iteration / floor, speed-up vs. R MegaLMM 0.9.5
          (``/work/shared/data/r_reference.md``), and the linear-scaling check
          (t=20000 vs. t=1000).
 threads  ``Control(n_threads=1)`` vs. ``n_threads=2`` at t=1000 and t=5000.
 n        n in {500, 2000, 5000} rows at t=1000 (setup includes an n x n eigendecomposition).
-two_re   Two random effects (``simulate_two_random_effects``, 250 lines x 2 reps = 500 rows,
-         t=1000, ``h2_divisions=10``: 55 grid points, one dense Cholesky each).
+two_re   Two random effects (``simulate_two_random_effects``, 500 lines x 1 rep = 500 rows,
+         40 plots, t=1000, ``h2_divisions=10``: 55 grid points), with its floor and the
+         speed-up vs. R's 1.525 s / iteration.
 memory   t=20000, n=500, 50 factors, recording ``Lambda`` (burn 0, default thin 2).
+
+The floor
+---------
+The time one iteration's necessary work takes at this machine's rates, measured in
+the same process right after the case's iterations (:func:`measure_rates`): the
+flops of the products the iteration (``pymegalmm/core/iteration.py``) needs at the
+DGEMM rate, plus its random draws at the RNG rates, plus one pass over each
+``n x t`` array at the memory bandwidth.  Sizes: ``n`` rows, ``t`` traits, ``k``
+factors, ``b1`` fixed effects, ``p = k + b1``, ``G`` grid points (``G' = min(G, t)``
+in use by the traits), ``r`` random-effect coefficients, ``r_o`` the low-rank
+coefficients with several random effects (``S`` distinct diagonal parts of the grid),
+``m`` imputed cells; one trait group; a multiply-add counts 2 flops:
+
+=====================================================  ===================================
+product (step of the iteration)                        flops
+=====================================================  ===================================
+1. Gram statistics ``X'V^-1 [X, y]``, ``y'V^-1 y``       ``2 n p (p G' + t) + 2 n t``
+1. per-trait regressions (``p x p`` Cholesky, solves)    ``t (p^3 / 3 + 4 p^2)``
+1. residuals ``y - X1 B1 - F Lambda``                    ``2 n p t``
+2, 4. quadratic forms at every grid point               ``2 G n (t + k)``
+6. factor scores: ``E L_w'`` and ``Sigma``               ``2 n t k + 2 k^2 t``
+6. factor scores: ``k x k`` solves for every row        ``3 n k^2 + k^3 / 3``
+several REs, low rank: Gram correction ``H_g' [X, y]``   ``2 n r_o (p G' + t)``
+several REs, low rank: quadratic forms                  ``2 S n r_o (t + k) + G r_o^2 (t + k)``
+several REs, low rank: effect draws                     ``(t + k) (4 n r_o + r_o^2)``
+9. imputation: ``E[Eta]`` in the original rows           ``2 n k t + 2 n^2 t``
+9. imputation: imputed ``Eta`` rotated back (``Qt Eta``)  ``2 n^2 t``
+=====================================================  ===================================
+
+With complete data there is no ``n x n x t`` product at all: the rows are rotated
+once at setup, and the factor scores are drawn in rotated rows.  Random draws:
+``p t + r t + r k + n k + m`` normals (coefficients, ``U_R``, ``U_F``, ``F``, imputed
+cells), ``t + k + k t`` gammas (total precisions, ARD local precisions), ``t + k +
+100 k`` uniforms (grid draws, ARD sweeps).  Memory: one pass over ``QtEta`` (read),
+``E`` and the residual ``Eta - X1 B1 - Z U_R`` (written), ``U_R`` (``r x t``,
+written); with imputation also ``Eta``, ``E[Eta]`` and ``QtEta`` (written).  The
+elementwise work (random-effect draws with one random effect, grid probabilities,
+the ARD update) is counted only through these passes and draws, so the floor is a
+lower bound.  Rates: DGEMM ``(n x n) @ (n x 1000)`` (faster of tiled ``matmul``
+under ``sampling_threads`` and NumPy on all threads), ``linalg.standard_normal`` /
+``standard_gamma`` / ``Generator.random`` for 10^6 numbers, ``numpy.copyto`` of
+128 MiB (one thread or one per CPU, bytes read plus written).
 
 Every case runs in its own child process (this script with ``--case``), so its peak
 resident memory (``RUSAGE_SELF.ru_maxrss``) is its own.  Simulated data are made once
@@ -63,6 +105,9 @@ SECTIONS = ("scaling", "threads", "n", "two_re", "memory")
 # of traits": n=500, ~1 + (1|ID), h2_divisions 20, 2 cores; 10 factors at t=20, else 15).
 R_SECONDS_PER_ITERATION = {20: 0.016, 100: 0.043, 1000: 0.269, 5000: 1.334}
 R_SETUP_SECONDS = {20: 2.6, 100: 2.7, 1000: 2.9, 5000: 4.2}
+# R MegaLMM 0.9.5, (1|Line) + (1|Plot), 500 lines, 40 plots, n=500, t=1000, 15 factors,
+# h2_divisions=10 (performance issue, round two).
+R_TWO_RE_SECONDS_PER_ITERATION = 1.525
 
 T_FULL = (20, 100, 1000, 5000, 20000)
 T_QUICK = (20, 100, 1000)
@@ -93,7 +138,7 @@ def make_data(spec: dict[str, Any]) -> None:
         relmat = {"ID": sim.K}
     elif spec["kind"] == "two_re":
         sim = datasets.simulate_two_random_effects(
-            n_lines=spec["n"] // 2, n_reps=2, t=spec["t"], k_true=K_TRUE, seed=DATA_SEED
+            n_lines=spec["n"], n_reps=1, n_plots=40, t=spec["t"], k_true=K_TRUE, seed=DATA_SEED
         )
         relmat = {"Line": sim.K}
     else:
@@ -141,8 +186,7 @@ def run_case(spec: dict[str, Any]) -> None:
     if spec["record"]:
         out.update(_recorded(m))
     if spec["floor"]:
-        G = out["grid_points"] or spec["h2_divisions"]
-        out["floor"] = measure_floor(n, t, spec["n_factors"], G, spec["n_threads"],
+        out["floor"] = measure_floor(case_shape(m, spec["n_factors"]), spec["n_threads"],
                                      spec["floor_seconds"])
     emit_result(out)
 
@@ -157,66 +201,154 @@ def _recorded(m: Any) -> dict[str, Any]:
         return {"draws": None, "draw_bytes": None}
 
 
-def measure_floor(n: int, t: int, k: int, G: int, n_threads: int | None,
-                  min_seconds: float) -> dict[str, Any]:
-    """Time the unavoidable dense products of one iteration at these shapes.
+def case_shape(m: Any, n_factors: int) -> dict[str, Any]:
+    """The sizes :func:`necessary_work` needs, read from a built model."""
+    d = m.data
+    re = d.groups[0].re
+    return {
+        "n": int(d.n), "t": int(d.t), "k": int(n_factors), "b1": int(d.X1.shape[1]),
+        "G": int(d.grid.shape[1]), "r": int(re.n_coef),
+        "r_o": int(getattr(re, "rank", 0)),
+        "n_diagonals": int(getattr(re, "n_diagonals", d.grid.shape[1])),
+        "n_missing": int(sum(g.imputed[0].size for g in d.groups)),
+        "backend": type(re).__name__, "groups": len(d.groups),
+    }
 
-    ``Qt @ Eta`` (n x n x t), ``F @ Lambda`` (n x k x t), ``W @ (E*E)`` (G x n x t, the
-    square included) and ``Qt @ F`` (n x n x k), on random arrays in the sampler's
-    (Fortran) layout with preallocated outputs, three ways: NumPy with BLAS pinned to
-    1 thread, NumPy with all the machine's threads, and ``pymegalmm.linalg.matmul``
-    (tiled over OpenMP threads) under ``sampling_threads(n_threads)``.  The floor is
-    the faster of the last two.
+
+def necessary_work(shape: dict[str, Any]) -> dict[str, Any]:
+    """Flops, random draws and n x t memory passes one iteration needs (module docstring).
+
+    ``shape``: ``n, t, k, b1, G, r, r_o, n_diagonals, n_missing`` as in
+    :func:`case_shape` (one trait group).  Flops count a multiply-add as 2.
     """
+    n, t, k, b1, G = (shape[x] for x in ("n", "t", "k", "b1", "G"))
+    r, ro, S, miss = shape["r"], shape["r_o"], shape["n_diagonals"], shape["n_missing"]
+    p = k + b1
+    G_used = min(G, t)  # grid points in use by the traits (one Gram matrix each)
+    products = {
+        "Gram X'V^-1[X y], y'V^-1y": 2 * n * p * (p * G_used + t) + 2 * n * t,
+        "regressions (p x p, per trait)": t * (p**3 // 3 + 4 * p * p),
+        "residuals y - X1 B1 - F Lambda": 2 * n * p * t,
+        "quadratic forms, all grid points": 2 * G * n * (t + k),
+        "factor scores: E L_w', Sigma": 2 * n * t * k + 2 * k * k * t,
+        "factor scores: k x k solves": 3 * n * k * k + k**3 // 3,
+    }
+    if shape["backend"] == "DenseRandomEffects":  # several REs, one n x n factor per point
+        products["quadratic forms, all grid points"] = G * n * n * (t + k)
+        products["dense: Gram statistics"] = G_used * n * n * p + n * n * t
+        products["dense: effect draws"] = (t + k) * (2 * n * r + 3 * r * r)
+    if ro:  # several random effects, Woodbury: n x r_o products per column
+        products["low rank: Gram correction"] = 2 * n * ro * (p * G_used + t)
+        products["low rank: quadratic forms"] = 2 * S * n * ro * (t + k) + G * ro * ro * (t + k)
+        products["low rank: effect draws"] = (t + k) * (4 * n * ro + ro * ro)
+    if miss:  # imputation: E[Eta] in the original rows, and Eta rotated back
+        products["imputation: Q (F Lambda + ...)"] = 2 * n * k * t + 2 * n * n * t
+        products["imputation: Qt Eta"] = 2 * n * n * t
+    draws = {
+        "normals": p * t + r * t + r * k + n * k + miss,
+        "gammas": t + k + k * t,
+        "uniforms": t + k + 100 * k,
+    }
+    passes = {"QtEta (read)": n * t, "E (write)": n * t, "residual (write)": n * t,
+              "U_R (write)": r * t}
+    if miss:
+        passes.update({"Eta (write)": n * t, "E[Eta] (write)": n * t,
+                       "QtEta (write)": n * t})
+    return {"products": products, "draws": draws, "passes": passes}
+
+
+def measure_rates(n: int, n_threads: int | None, min_seconds: float) -> dict[str, Any]:
+    """This machine's DGEMM, random-number and memory rates, measured now.
+
+    DGEMM: ``(n x n) @ (n x 1000)``, the faster of NumPy with all threads and
+    ``pymegalmm.linalg.matmul`` (tiled over OpenMP threads) under
+    ``sampling_threads(n_threads)``.  Draws: ``linalg.standard_normal`` and
+    ``linalg.standard_gamma`` (the sampler's block-parallel draws) for 10^6 numbers,
+    ``Generator.random`` for uniforms.  Memory: ``numpy.copyto`` of 2^24 doubles,
+    bytes read plus written, the faster of one thread and one per CPU (each a slice).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from pymegalmm.linalg import matmul, sampling_threads
+    from pymegalmm.linalg import matmul, sampling_threads, standard_gamma, standard_normal
 
     rng = np.random.default_rng(0)
-
-    def normal(rows: int, cols: int) -> np.ndarray:
-        return np.asfortranarray(rng.standard_normal((rows, cols)))
-
-    Qt, Eta, F, Lam = normal(n, n), normal(n, t), normal(n, k), normal(k, t)
-    W_f = np.asfortranarray(rng.uniform(0.5, 2.0, (G, n)))
-    W_c = np.ascontiguousarray(W_f)
-    sq = np.empty((n, t), order="F")
-    shapes = ((n, t), (n, t), (G, t), (n, k))
-    # NumPy writes C-ordered outputs straight from BLAS; matmul needs Fortran order.
-    c = [np.empty(shape) for shape in shapes]
-    f = [np.empty(shape, order="F") for shape in shapes]
-    numpy_products = [
-        ("Qt @ Eta", lambda: np.matmul(Qt, Eta, out=c[0])),
-        ("F @ Lambda", lambda: np.matmul(F, Lam, out=c[1])),
-        ("W @ (E*E)", lambda: np.matmul(W_c, np.square(Eta, out=sq), out=c[2])),
-        ("Qt @ F", lambda: np.matmul(Qt, F, out=c[3])),
-    ]
-    tiled_products = [
-        ("Qt @ Eta", lambda: matmul(Qt, Eta, out=f[0])),
-        ("F @ Lambda", lambda: matmul(F, Lam, out=f[1])),
-        ("W @ (E*E)", lambda: matmul(W_f, np.square(Eta, out=sq), out=f[2])),
-        ("Qt @ F", lambda: matmul(Qt, F, out=f[3])),
-    ]
+    cols = 1000
+    A = np.asfortranarray(rng.standard_normal((n, n)))
+    B = np.asfortranarray(rng.standard_normal((n, cols)))
+    C_f, C_c = np.empty((n, cols), order="F"), np.empty((n, cols))
+    flops = 2.0 * n * n * cols
     threads = cpu_count()
-    # Order matters: OpenBLAS worker threads left spinning by the multi-threaded run
-    # would slow the OpenMP-tiled run, so that one goes last.
-    with threadpool_limits(limits=1, user_api="blas"):
-        numpy_1 = time_products(numpy_products, min_seconds=min_seconds)
     with sampling_threads(n_threads):
-        tiled = time_products(tiled_products, min_seconds=min_seconds)
+        tiled = time_products([("dgemm", lambda: matmul(A, B, out=C_f))],
+                              min_seconds=min_seconds)["seconds"]
+        m = 10**6
+        normal = time_products([("n", lambda: standard_normal(rng, 1000, 1000))],
+                               min_seconds=min_seconds)["seconds"]
+        gamma = time_products([("g", lambda: standard_gamma(rng, 2.0, 1000, 1000))],
+                              min_seconds=min_seconds)["seconds"]
+    uniform = time_products([("u", lambda: rng.random(m))], min_seconds=min_seconds)["seconds"]
     with threadpool_limits(limits=threads, user_api="blas"):
-        numpy_all = time_products(numpy_products, min_seconds=min_seconds)
-    best = "numpy" if numpy_all["seconds"] <= tiled["seconds"] else "tiled"
+        numpy_all = time_products([("dgemm", lambda: np.matmul(A, B, out=C_c))],
+                                  min_seconds=min_seconds)["seconds"]
+    big = 2**24
+    src, dst = np.ones(big), np.empty(big)
+    one = time_products([("copy", lambda: np.copyto(dst, src))],
+                        min_seconds=min_seconds)["seconds"]
+    chunks = np.array_split(np.arange(big), threads)
+    bounds = [(int(c[0]), int(c[-1]) + 1) for c in chunks]
+    with ThreadPoolExecutor(threads) as pool:
+        def copy_all() -> None:
+            list(pool.map(lambda b: np.copyto(dst[b[0]:b[1]], src[b[0]:b[1]]), bounds))
+        many = time_products([("copy", copy_all)], min_seconds=min_seconds)["seconds"]
     return {
-        "shapes": {"n": n, "t": t, "k": k, "G": G},
-        "numpy_1_thread": numpy_1,
-        "numpy_all_threads": numpy_all,
-        "numpy_threads": threads,
-        "tiled": tiled,
-        "seconds": min(numpy_all["seconds"], tiled["seconds"]),
-        "method": f"numpy {threads} thr" if best == "numpy" else "tiled",
+        "dgemm_flops_per_s": flops / min(tiled, numpy_all),
+        "dgemm_from": "tiled" if tiled <= numpy_all else f"numpy {threads} thr",
+        "normals_per_s": m / normal, "gammas_per_s": m / gamma, "uniforms_per_s": m / uniform,
+        "bytes_per_s": 2 * 8 * big / min(one, many),
     }
+
+
+def measure_floor(shape: dict[str, Any], n_threads: int | None, min_seconds: float
+                  ) -> dict[str, Any]:
+    """Seconds one iteration's necessary work takes at the rates measured now.
+
+    ``sum(flops) / DGEMM rate + normals / normal rate + gammas / gamma rate + uniforms /
+    uniform rate + bytes of one pass over each n x t array / memory bandwidth``.
+    """
+    work = necessary_work(shape)
+    rates = measure_rates(shape["n"], n_threads, min_seconds)
+    per = {"products": sum(work["products"].values()) / rates["dgemm_flops_per_s"],
+           "draws": (work["draws"]["normals"] / rates["normals_per_s"]
+                     + work["draws"]["gammas"] / rates["gammas_per_s"]
+                     + work["draws"]["uniforms"] / rates["uniforms_per_s"]),
+           "memory": 8 * sum(work["passes"].values()) / rates["bytes_per_s"]}
+    return {"shape": shape, "work": work, "rates": rates, "parts": per,
+            "seconds": sum(per.values())}
+
+
+def floor_breakdown(floor: dict[str, Any], seconds_per_iteration: float) -> str:
+    """The floor's itemised table (products, draws, memory passes) and iteration / floor."""
+    w, rt = floor["work"], floor["rates"]
+    rows = [[name, f"{f / 1e6:.1f} Mflop", ms(f / rt["dgemm_flops_per_s"])]
+            for name, f in w["products"].items()]
+    rows += [[f"{kind} drawn", f"{c / 1e3:.0f} k",
+              ms(c / rt[f"{kind}_per_s"])] for kind, c in w["draws"].items()]
+    rows += [[f"pass: {name}", f"{8 * c / 2**20:.1f} MiB", ms(8 * c / rt["bytes_per_s"])]
+             for name, c in w["passes"].items()]
+    rows.append(["floor", "", ms(floor["seconds"])])
+    rows.append(["iteration (measured)", "", ms(seconds_per_iteration)])
+    rows.append(["iteration / floor", "", fmt(seconds_per_iteration / floor["seconds"], ".2f")])
+    sh = floor["shape"]
+    head = (f"n={sh['n']} t={sh['t']} k={sh['k']} b1={sh['b1']} G={sh['G']} r={sh['r']} "
+            f"r_o={sh['r_o']} missing={sh['n_missing']} ({sh['backend']}); rates: DGEMM "
+            f"{rt['dgemm_flops_per_s'] / 1e9:.1f} Gflop/s ({rt['dgemm_from']}), normals "
+            f"{rt['normals_per_s'] / 1e6:.0f} M/s, gammas {rt['gammas_per_s'] / 1e6:.0f} M/s, "
+            f"uniforms {rt['uniforms_per_s'] / 1e6:.0f} M/s, memory "
+            f"{rt['bytes_per_s'] / 1e9:.1f} GB/s")
+    return head + "\n" + table(["work", "amount", "ms"], rows)
 
 
 # =========================================================================== schedules
@@ -317,24 +449,27 @@ def section_scaling(run: Runner, ts: tuple[int, ...]) -> dict[str, Any]:
             fmt(it / fl["seconds"], ".2f"), ms(r_it),
             fmt(r_it / it if r_it else None, ".1f"),
         ])
+        rt = fl["rates"]
         floor_rows.append([
-            t, ms(fl["numpy_1_thread"]["seconds"]), ms(fl["numpy_all_threads"]["seconds"]),
-            ms(fl["tiled"]["seconds"]), fl["method"],
-            *(ms(fl["tiled"]["per_product"][p])
-              for p in ("Qt @ Eta", "F @ Lambda", "W @ (E*E)", "Qt @ F")),
+            t, ms(fl["parts"]["products"]), ms(fl["parts"]["draws"]), ms(fl["parts"]["memory"]),
+            ms(fl["seconds"]), f"{rt['dgemm_flops_per_s'] / 1e9:.1f}",
+            f"{rt['normals_per_s'] / 1e6:.0f}", f"{rt['bytes_per_s'] / 1e9:.1f}",
         ])
     print(f"SCALING: simulate_factor_data(n=500, t, k_true={K_TRUE}), {N_FACTORS} factors, "
           f"h2_divisions={H2_DIVISIONS}, ~ 1 + (1|ID), no missing data, default threads")
     print(table(["t", "setup s", "R setup s", "ms/iter", "iters", "peak RSS MiB",
                  "floor ms", "iter/floor", "R ms/iter", "x faster than R"], rows))
     if floor_rows:
-        threads = next(r["floor"]["numpy_threads"] for r in results.values() if ok(r))
         print()
-        print("Floor: Qt @ Eta (n x n x t) + F @ Lambda (n x k x t) + W @ (E*E) "
-              f"(G x n x t) + Qt @ F (n x n x k), ms per set (median); floor = faster of "
-              f"numpy {threads} threads and tiled")
-        print(table(["t", "numpy 1 thr", f"numpy {threads} thr", "tiled", "floor from",
-                     "tiled Qt@Eta", "F@Lambda", "W@(E*E)", "Qt@F"], floor_rows))
+        print("Floor: the iteration's necessary products at the DGEMM rate + its normal/gamma/"
+              "uniform draws at the RNG rates + one pass over each n x t array at the memory "
+              "bandwidth, all measured in the case's own process (see the module docstring)")
+        print(table(["t", "products ms", "draws ms", "memory ms", "floor ms",
+                     "DGEMM Gflop/s", "normals M/s", "memory GB/s"], floor_rows))
+        detail = results.get(1000) or next(r for r in results.values() if ok(r))
+        print()
+        print(f"Floor itemised at t={detail['t']}:")
+        print(floor_breakdown(detail["floor"], detail["seconds_per_iteration"]))
     a, b = results.get(1000), results.get(20000)
     ratio = (b["seconds_per_iteration"] / a["seconds_per_iteration"]
              if a and b and ok(a) and ok(b) else None)
@@ -384,16 +519,25 @@ def section_n(run: Runner, ns: tuple[int, ...]) -> dict[str, Any]:
 
 
 def section_two_re(run: Runner) -> dict[str, Any]:
-    sched = ({"warmup": 1, "blocks": 3, "per_block": 1} if run.quick
-             else {"warmup": 2, "blocks": 6, "per_block": 1})
-    r = run.case("two_re", "two_re", 500, 1000, h2_divisions=10, sched=sched)
-    print("TWO RANDOM EFFECTS: simulate_two_random_effects(n_lines=250, n_reps=2, t=1000, "
-          f"k_true={K_TRUE}), ~ 1 + (1|Line) + (1|Plot), {N_FACTORS} factors, h2_divisions=10")
+    sched = ({"warmup": 1, "blocks": 3, "per_block": 2} if run.quick
+             else {"warmup": 3, "blocks": 6, "per_block": 3})
+    r = run.case("two_re", "two_re", 500, 1000, h2_divisions=10, sched=sched, floor=True)
+    print(f"TWO RANDOM EFFECTS: simulate_two_random_effects(n_lines=500, n_reps=1, n_plots=40, "
+          f"t=1000, k_true={K_TRUE}), ~ 1 + (1|Line) + (1|Plot), {N_FACTORS} factors, "
+          "h2_divisions=10 (55 grid points)")
     if ok(r):
-        print(table(["n", "t", "grid points", "setup s", "s/iter", "iters", "peak RSS MiB"],
-                    [[r["n"], r["t"], r["grid_points"], fmt(r["setup_seconds_wall"], ".2f"),
-                      fmt(r["seconds_per_iteration"], ".3f"), r["iterations_timed"],
-                      fmt(r["peak_rss_mb"], ".0f")]]))
+        r_it = R_TWO_RE_SECONDS_PER_ITERATION
+        print(table(["n", "t", "grid points", "back-end", "setup s", "s/iter", "iters",
+                     "peak RSS MiB", "floor s", "iter/floor", "R s/iter", "x faster than R"],
+                    [[r["n"], r["t"], r["grid_points"], r["floor"]["shape"]["backend"],
+                      fmt(r["setup_seconds_wall"], ".2f"), fmt(r["seconds_per_iteration"], ".3f"),
+                      r["iterations_timed"], fmt(r["peak_rss_mb"], ".0f"),
+                      fmt(r["floor"]["seconds"], ".4f"),
+                      fmt(r["seconds_per_iteration"] / r["floor"]["seconds"], ".2f"),
+                      fmt(r_it, ".3f"), fmt(r_it / r["seconds_per_iteration"], ".1f")]]))
+        print()
+        print("Floor itemised:")
+        print(floor_breakdown(r["floor"], r["seconds_per_iteration"]))
     else:
         print(f"FAILED: {r['error']}")
     return r

@@ -30,6 +30,9 @@ __all__ = [
     "ref_sample_grid_index",
     "ref_grid_probabilities",
     "ref_sample_diagonal_effects",
+    "ref_lowrank_log_likelihood_terms",
+    "ref_grid_sums_of_squares_lowrank",
+    "ref_sample_lowrank_effects",
     "ref_sample_ard_delta",
     "ref_sample_factor_scores",
     "ref_sample_ard",
@@ -375,6 +378,155 @@ def ref_sample_diagonal_effects(
                 post_prec = prior_prec
                 mean = 0.0
             v[i, j] = mean + z[i, j] / np.sqrt(post_prec)
+    return v
+
+
+# ---------------------------------------------------------------------------
+# LowRankRandomEffects: quadratic forms, log-determinants and effect draws
+# ---------------------------------------------------------------------------
+
+
+def ref_lowrank_log_likelihood_terms(
+    E: np.ndarray, d_rows: np.ndarray, C: np.ndarray, h1: np.ndarray, h_cols: np.ndarray,
+    e: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``E_j' V_g^-1 E_j`` and ``log |V_g|`` from the dense covariance of every grid point.
+
+    In the rotated rows ``V_g = diag(h1_g d + e_g) + C diag(h_cols[g]) C'`` (the
+    diagonalised effect, the residual and the other effects), built in full and
+    solved with a dense solver; no Woodbury identity.
+
+    Parameters
+    ----------
+    E : numpy.ndarray
+        ``(n, c)`` rotated residuals.
+    d_rows : numpy.ndarray
+        ``(n,)`` eigenvalues of the diagonalised effect per rotated row.
+    C : numpy.ndarray
+        ``(n, r_o)`` rotated, whitened designs of the other effects.
+    h1 : numpy.ndarray
+        ``(G,)`` proportion of the diagonalised effect per grid point.
+    h_cols : numpy.ndarray
+        ``(G, r_o)`` proportion of the effect of each column of ``C`` per grid point.
+    e : numpy.ndarray
+        ``(G,)`` residual proportion per grid point.
+
+    Returns
+    -------
+    SS : numpy.ndarray
+        ``(c, G)`` quadratic forms.
+    log_det : numpy.ndarray
+        ``(G,)`` log-determinants.
+    """
+    G = h1.shape[0]
+    SS = np.zeros((E.shape[1], G))
+    log_det = np.zeros(G)
+    for g in range(G):
+        V = np.diag(h1[g] * d_rows + e[g]) + C @ np.diag(h_cols[g]) @ C.T
+        sign, log_det[g] = np.linalg.slogdet(V)
+        assert sign > 0
+        for j in range(E.shape[1]):
+            SS[j, g] = E[:, j] @ np.linalg.solve(V, E[:, j])
+    return SS, log_det
+
+
+def ref_grid_sums_of_squares_lowrank(
+    E: np.ndarray, W_T: np.ndarray, U: np.ndarray, C_rest: np.ndarray, B: np.ndarray,
+    s_index: np.ndarray,
+) -> np.ndarray:
+    """``E_j' (diag(W_T[:, g]) - H_g H_g') E_j`` for every column and grid point.
+
+    ``H_g = P_s B_g'`` with ``s = s_index[g]`` and ``P_s`` the ``(n, rank)`` stack of
+    the columns ``s * rank`` to ``(s + 1) * rank`` of ``U`` over ``C_rest``.
+
+    Parameters
+    ----------
+    E : numpy.ndarray
+        ``(n, c)`` residuals.
+    W_T : numpy.ndarray
+        ``(n, G)`` diagonal weights.
+    U : numpy.ndarray
+        ``(n_pos, S * rank)``.
+    C_rest : numpy.ndarray
+        ``(n - n_pos, rank)``.
+    B : numpy.ndarray
+        ``(rank, rank, G)``.
+    s_index : numpy.ndarray
+        ``(G,)`` in ``[0, S)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(c, G)``.
+    """
+    n, G = W_T.shape
+    rank = C_rest.shape[1]
+    out = np.zeros((E.shape[1], G))
+    for g in range(G):
+        s = s_index[g]
+        P = np.vstack([U[:, s * rank:(s + 1) * rank], C_rest])
+        H = P @ B[:, :, g].T
+        Vinv = np.diag(W_T[:, g]) - H @ H.T
+        for j in range(E.shape[1]):
+            out[j, g] = E[:, j] @ Vinv @ E[:, j]
+    return out
+
+
+def ref_sample_lowrank_effects(
+    E: np.ndarray, d_coef: np.ndarray, C: np.ndarray, h1: np.ndarray, h_cols: np.ndarray,
+    e: np.ndarray, tau: np.ndarray, z: np.ndarray,
+) -> np.ndarray:
+    """All random-effect coefficients of each column from their joint conjugate posterior.
+
+    Column ``j`` has rotated residual ``E_j = A v + N(0, e_j / tau_j I)`` with
+    ``A = [D, C]`` (``D[i, i] = sqrt(d_i)`` for the diagonalised effect's ``r_1``
+    coefficients, rows ``i < n`` with ``d_i > 0``) and prior ``v ~ N(0, diag(h) /
+    tau_j)`` (``h1_j`` for the first ``r_1``, ``h_cols[j]`` for the others).
+    Coefficients with ``h = 0`` are 0; the others have posterior precision
+    ``P = tau_j (A'A / e_j + diag(1 / h))`` and mean ``P^-1 tau_j A' E_j / e_j``; the
+    draw is ``mean + chol_upper(P)^-1 z`` over them, in the order ``(v_1, v_o)``.
+
+    Parameters
+    ----------
+    E : numpy.ndarray
+        ``(n, c)`` rotated residuals.
+    d_coef : numpy.ndarray
+        ``(r_1,)`` eigenvalues of the diagonalised effect (positive first).
+    C : numpy.ndarray
+        ``(n, r_o)`` rotated, whitened designs of the other effects.
+    h1 : numpy.ndarray
+        ``(c,)`` proportion of the diagonalised effect per column.
+    h_cols : numpy.ndarray
+        ``(c, r_o)`` proportion of the effect of each column of ``C``, per column of ``E``.
+    e : numpy.ndarray
+        ``(c,)`` residual proportion per column.
+    tau : numpy.ndarray
+        ``(c,)`` total precisions.
+    z : numpy.ndarray
+        ``(r_1 + r_o, c)`` standard normal draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(r_1 + r_o, c)`` coefficients.
+    """
+    n, c = E.shape
+    r1 = d_coef.shape[0]
+    D = np.zeros((n, r1))
+    for i in range(min(n, r1)):
+        if d_coef[i] > 0:
+            D[i, i] = np.sqrt(d_coef[i])
+    A = np.hstack([D, C])
+    v = np.zeros((A.shape[1], c))
+    for j in range(c):
+        h = np.concatenate([np.full(r1, h1[j]), h_cols[j]])
+        act = h > 0
+        if not act.any():
+            continue
+        Aa = A[:, act]
+        P = tau[j] * (Aa.T @ Aa / e[j] + np.diag(1.0 / h[act]))
+        mean = np.linalg.solve(P, tau[j] * Aa.T @ E[:, j] / e[j])
+        v[act, j] = mean + normal_from_precision(P, z[act, j])
     return v
 
 

@@ -19,7 +19,8 @@ all of them, so callers use ``pymegalmm._kernels.<name>`` only:
 ``_regression``
     ``weighted_cross_products``, ``sample_coefficients`` (step 1).
 ``_grid``
-    ``sample_grid_index``, ``grid_sums_of_squares`` (steps 2 and 4, h2 grid).
+    ``sample_grid_index``, ``grid_sums_of_squares`` (steps 2 and 4, h2 grid),
+    ``grid_sums_of_squares_lowrank`` (the same with a low-rank Woodbury correction).
 ``_effects``
     ``sample_diagonal_effects`` (steps 2 and 5, random effects).
 ``_shrinkage``
@@ -40,7 +41,12 @@ triangular solves used inside the parallel loops.
 from ._effects import sample_diagonal_effects
 from ._factor_scores import sample_factor_scores_by_pattern
 from ._gemm import GEMM_BLOCK, GEMM_ROW_BLOCK, gemm_columns
-from ._grid import grid_sums_of_squares, sample_grid_index
+from ._grid import (
+    LOWRANK_BLOCK,
+    grid_sums_of_squares,
+    grid_sums_of_squares_lowrank,
+    sample_grid_index,
+)
 from ._openmp import openmp_enabled, openmp_max_threads, set_num_threads
 from ._random import fill_random_blocks
 from ._regression import sample_coefficients, weighted_cross_products
@@ -49,9 +55,11 @@ from ._shrinkage import sample_ard_delta
 __all__ = [
     "GEMM_BLOCK",
     "GEMM_ROW_BLOCK",
+    "LOWRANK_BLOCK",
     "fill_random_blocks",
     "gemm_columns",
     "grid_sums_of_squares",
+    "grid_sums_of_squares_lowrank",
     "openmp_enabled",
     "openmp_max_threads",
     "sample_ard_delta",

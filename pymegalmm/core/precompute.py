@@ -17,26 +17,57 @@ from ..priors import Priors, h2_log_prior
 from .data import GroupData, ModelData, RowPatterns
 from .identifiability import unidentifiable_fixed_effects
 from .memory import estimate_precompute_bytes
-from .random_effects import DenseRandomEffects, DiagonalRandomEffect, RandomEffectsBackend
+from .random_effects import (
+    DenseRandomEffects,
+    DiagonalRandomEffect,
+    LowRankRandomEffects,
+    RandomEffectsBackend,
+)
 
 Groups = list[tuple[np.ndarray, np.ndarray]]
 
 
+#: The low-rank back-end is chosen when the random effects other than the largest have
+#: at most this fraction of the group's rows as coefficients in total (r_o <= n / 4).
+LOWRANK_MAX_FRACTION = 0.25
+
+
+def backend_kind(sizes: list[int], n_rows: int) -> str:
+    """Which back-end suits random effects with ``sizes`` coefficients on ``n_rows`` rows.
+
+    ``"diagonal"`` with one random effect; with several, ``"lowrank"`` when the
+    effects other than the largest have ``r_o <= LOWRANK_MAX_FRACTION * n_rows``
+    coefficients in total (a quadratic form then costs ``O(n r_o)`` per grid point
+    instead of the dense back-end's ``O(n^2)``, and the precomputes ``G n r_o``
+    numbers instead of ``G n^2``), else ``"dense"``.
+    """
+    if len(sizes) == 1:
+        return "diagonal"
+    other = sum(sizes) - max(sizes)
+    return "lowrank" if other <= LOWRANK_MAX_FRACTION * n_rows else "dense"
+
+
 def build_random_effects(design: Design, rows: np.ndarray, grid: np.ndarray
                          ) -> RandomEffectsBackend:
-    """The back-end for ``rows``: diagonal with one random effect, dense with several."""
+    """The back-end for ``rows``: see :func:`backend_kind`."""
     res = design.random
-    if len(res) == 1:
+    kind = backend_kind([r.K_tilde.shape[0] for r in res], rows.size)
+    if kind == "diagonal":
         return DiagonalRandomEffect(res[0].ZL[rows], res[0].K_tilde, res[0].L, grid,
                                     Z_all=res[0].ZL)
-    return DenseRandomEffects([r.ZL[rows] for r in res], [r.K_tilde for r in res],
-                              [r.L for r in res], grid, Z_all=[r.ZL for r in res])
+    args = ([r.ZL[rows] for r in res], [r.K_tilde for r in res], [r.L for r in res], grid)
+    if kind == "lowrank":
+        return LowRankRandomEffects(*args, Z_all=[r.ZL for r in res])
+    return DenseRandomEffects(*args, Z_all=[r.ZL for r in res])
 
 
 def group_bytes(design: Design, n_grid: int, n_rows: int) -> int:
     """Bytes of the precomputes of one trait group with ``n_rows`` rows."""
-    r = sum(re.K_tilde.shape[0] for re in design.random)
-    return (estimate_precompute_bytes(n_rows, r, n_grid, len(design.random))
+    sizes = [re.K_tilde.shape[0] for re in design.random]
+    r = sum(sizes)
+    low_rank = (r - max(sizes) if backend_kind(sizes, n_rows) == "lowrank" else None)
+    return (estimate_precompute_bytes(n_rows, r, n_grid, len(design.random),
+                                      low_rank=low_rank)
             + 8 * design.n * r)
 
 

@@ -3,5 +3,7 @@
 from .base import GramStats, RandomEffectsBackend
 from .dense import DenseRandomEffects
 from .diagonal import DiagonalRandomEffect
+from .lowrank import LowRankRandomEffects
 
-__all__ = ["DenseRandomEffects", "DiagonalRandomEffect", "GramStats", "RandomEffectsBackend"]
+__all__ = ["DenseRandomEffects", "DiagonalRandomEffect", "GramStats", "LowRankRandomEffects",
+           "RandomEffectsBackend"]

@@ -19,8 +19,10 @@ column-LMM step (:mod:`pymegalmm.core.column_lmm`) never branches on it:
 ==============================  ===================================================
 
 Every method returns one type.  Implementations: :class:`DiagonalRandomEffect`
-(one random effect, rotation to a diagonal covariance) and
-:class:`DenseRandomEffects` (several, Cholesky factors per grid point).
+(one random effect, rotation to a diagonal covariance),
+:class:`LowRankRandomEffects` (several, rotation for the largest, a Woodbury form
+for the others when their total rank is low) and :class:`DenseRandomEffects`
+(several, Cholesky factors per grid point).
 """
 
 from __future__ import annotations

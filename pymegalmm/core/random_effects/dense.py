@@ -1,5 +1,9 @@
 """Two or more random effects: a Cholesky factor per grid point, no rotation.
 
+Used when the random effects other than the largest have too many coefficients for
+the low-rank back-end (:mod:`.lowrank`; rule in
+:func:`pymegalmm.core.precompute.backend_kind`).
+
 One Cholesky factor of ``V(h) = sum_m h_m Z_m K_m Z_m' + (1 - sum h) I`` (``n x n``)
 and one of the mixed-model equations (``r x r``) are stored per grid point.
 Memory grows as ``G (n^2 + r^2)``: :func:`pymegalmm.core.memory.estimate_precompute_bytes`

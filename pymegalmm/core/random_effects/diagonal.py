@@ -9,6 +9,8 @@ elementwise in rotated space and needs no ``n x n`` work per iteration.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
@@ -16,6 +18,97 @@ import scipy.sparse as sp
 from ..._config import kernels_module
 from ...linalg import matmul
 from .base import GramStats, _as_dense
+
+
+@dataclass(frozen=True)
+class DiagonalBasis:
+    """Rows and coefficients in which one random effect's covariance is diagonal.
+
+    Attributes
+    ----------
+    Q : (n, n) orthogonal; its columns are the rotated coordinates (``Qt = Q'``).
+    d : (r,) eigenvalues of ``S' Z'Z S``, decreasing; those below the tolerance are 0.
+    S : (r, r) coefficient basis: ``S S' = K_tilde`` and ``S' Z'Z S = diag(d)``.
+    n_pos : number of positive ``d``: rotated row ``i < n_pos`` is ``Z S_i / sqrt(d_i)``.
+    """
+
+    Q: np.ndarray
+    d: np.ndarray
+    S: np.ndarray
+    n_pos: int
+
+
+def diagonal_basis(Z: np.ndarray, K_tilde: np.ndarray, eig_tol: float = 1e-10) -> DiagonalBasis:
+    """Simultaneously diagonalise ``K_tilde`` and ``Z'Z``; rotate the rows to match.
+
+    ``K_tilde = T T'`` with ``T = U diag(sqrt(lambda))`` (eigenvectors ``U``), and
+    ``S = T O`` where ``O`` diagonalises ``T'Z'ZT``.  Then ``Z S`` has orthogonal
+    columns; the normalised ones with ``d_i > 0`` are the first columns of ``Q``, an
+    orthonormal completion the rest, so that ``Q' Z K_tilde Z' Q = diag(d, 0)``.
+
+    Parameters
+    ----------
+    Z : (n, r) dense design (after rank handling).
+    K_tilde : (r, r) covariance of the coefficients, positive definite.
+    eig_tol : relative tolerance below which an eigenvalue counts as 0.
+
+    Returns
+    -------
+    DiagonalBasis
+    """
+    n = Z.shape[0]
+    lam, U = sla.eigh(K_tilde)
+    if lam.min() <= 0:
+        raise ValueError(
+            "the covariance of the random effect is not positive definite after "
+            "rank handling; increase K_eigen_tol"
+        )
+    T = U * np.sqrt(lam)
+    ZT = Z @ T
+    d, O = sla.eigh(ZT.T @ ZT)
+    order = np.argsort(-d, kind="stable")
+    d, O = d[order], O[:, order]
+    d[d < eig_tol * max(d.max(), 1.0)] = 0.0
+    S = T @ O
+    n_pos = int(np.count_nonzero(d))
+    ZS = Z @ S[:, :n_pos]
+    Q_obs = ZS / np.sqrt(d[:n_pos])
+    # Orthonormal completion: rotated rows with no random-effect signal.
+    if n_pos < n:
+        Q_rest = sla.null_space(Q_obs.T) if n_pos > 0 else np.eye(n)
+        Q = np.hstack([Q_obs, Q_rest])
+    else:
+        Q = Q_obs
+    return DiagonalBasis(Q, d, S, n_pos)
+
+
+def weighted_gram_stats(W: np.ndarray, X: np.ndarray, Y: np.ndarray, grid_index: np.ndarray
+                        ) -> GramStats:
+    """Gram statistics under diagonal covariances: ``X' diag(W_g) X``, ``X' diag(W_g) y_j``, ...
+
+    Parameters
+    ----------
+    W : (G, n) C-ordered weights ``1 / V_g`` (diagonal of the inverse covariance).
+    X : (n, p) regressors; Y : (n, t) Fortran-ordered responses (same rows as ``W``).
+    grid_index : (t,) grid point of each column.
+
+    Returns
+    -------
+    GramStats
+        One Gram matrix per grid point in use.
+    """
+    K = kernels_module()
+    used, gram_index = np.unique(grid_index, return_inverse=True)
+    n, p = X.shape
+    outer = (X[:, :, None] * X[:, None, :]).reshape(n, p * p)
+    gram = np.ascontiguousarray((W[used] @ outer).reshape(len(used), p, p))
+    XtWy = np.empty((p, Y.shape[1]), order="F")
+    yWy = np.empty(Y.shape[1])
+    K.weighted_cross_products(
+        np.ascontiguousarray(X), Y, W, np.ascontiguousarray(grid_index, dtype=np.intp),
+        XtWy, yWy,
+    )
+    return GramStats(gram, gram_index.astype(np.intp), XtWy, yWy)
 
 
 class DiagonalRandomEffect:
@@ -52,29 +145,8 @@ class DiagonalRandomEffect:
     ) -> None:
         Z = _as_dense(ZL)
         n, r = Z.shape
-        # K_tilde = T T' with T = U diag(sqrt(lambda)); S = T O where O diagonalises T'Z'ZT
-        lam, U = sla.eigh(K_tilde)
-        if lam.min() <= 0:
-            raise ValueError(
-                "the covariance of the random effect is not positive definite after "
-                "rank handling; increase K_eigen_tol"
-            )
-        T = U * np.sqrt(lam)
-        ZT = Z @ T
-        d, O = sla.eigh(ZT.T @ ZT)
-        order = np.argsort(-d, kind="stable")
-        d, O = d[order], O[:, order]
-        d[d < eig_tol * max(d.max(), 1.0)] = 0.0
-        S = T @ O
-        n_pos = int(np.count_nonzero(d))
-        ZS = Z @ S[:, :n_pos]
-        Q_obs = ZS / np.sqrt(d[:n_pos])
-        # Orthonormal completion: rotated rows with no random-effect signal.
-        if n_pos < n:
-            Q_rest = sla.null_space(Q_obs.T) if n_pos > 0 else np.eye(n)
-            Q = np.hstack([Q_obs, Q_rest])
-        else:
-            Q = Q_obs
+        basis = diagonal_basis(Z, K_tilde, eig_tol)
+        Q, d, S, n_pos = basis.Q, basis.d, basis.S, basis.n_pos
         self.n, self.r = n, r
         self.Q = np.asfortranarray(Q)  # columns = rotated coordinates
         self.Qt = np.asfortranarray(Q.T)
@@ -107,18 +179,7 @@ class DiagonalRandomEffect:
 
     def gram_stats(self, X: np.ndarray, Y: np.ndarray, grid_index: np.ndarray) -> GramStats:
         """Weighted Gram matrices and cross-products for step 1 (rotated ``X``, ``Y``)."""
-        K = kernels_module()
-        used, gram_index = np.unique(grid_index, return_inverse=True)
-        n, p = X.shape
-        outer = (X[:, :, None] * X[:, None, :]).reshape(n, p * p)
-        gram = np.ascontiguousarray((self.W[used] @ outer).reshape(len(used), p, p))
-        XtWy = np.empty((p, Y.shape[1]), order="F")
-        yWy = np.empty(Y.shape[1])
-        K.weighted_cross_products(
-            np.ascontiguousarray(X), Y, self.W, np.ascontiguousarray(grid_index, dtype=np.intp),
-            XtWy, yWy,
-        )
-        return GramStats(gram, gram_index.astype(np.intp), XtWy, yWy)
+        return weighted_gram_stats(self.W, X, Y, grid_index)
 
     def grid_quadratic_forms(self, E: np.ndarray) -> np.ndarray:
         """``SS[j, g] = E_j' V_g^-1 E_j`` for all columns and grid points, ``(t, G)``."""
