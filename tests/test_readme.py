@@ -1,7 +1,7 @@
 """README.md's Python examples run as written, and so do ``pymegalmm.model``'s docstring examples.
 
 Every ```python block of README.md runs in order in one namespace, in a temporary
-working directory (the ``MegaLMM_run`` store and ``h2.pdf`` it writes land there),
+working directory (the ``met_run`` folder and ``h2.pdf`` it writes land there),
 with a non-interactive matplotlib backend.
 
 Iteration counts.  As written the README fits ~3000+ iterations on a 500 x 20 trial
@@ -142,7 +142,8 @@ def test_readme_blocks_run(readme_run):
     assert ns["post"].sizes["draw"] > 0
     names = {p.name for p in workdir.iterdir()}
     if "save_posterior_chunk" in "".join(blocks):
-        assert "MegaLMM_run" in names  # written in the temporary directory
+        assert "met_run" in names  # the workflow's run folder, in the temporary directory
+        assert (workdir / "met_run" / ".pymegalmm" / "manifest.json").is_file()
 
 
 def test_readme_arviz_statements(readme_run):
