@@ -23,6 +23,7 @@ generator, outside the parallel kernels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from .._config import kernels_module
 from ..errors import SamplerError
 from ..linalg import matmul, standard_normal
 from ..priors import VariancePrior
+from ..priors.base import LoadingsRegression
 from .data import Workspace
 from .random_effects import RandomEffectsBackend
 
@@ -88,6 +90,9 @@ def sample_column_lmm(
     residual: bool = False,
     effects_out: np.ndarray | None = None,
     key: str = "",
+    pen_sampler: Callable[[LoadingsRegression], tuple[np.ndarray, np.ndarray] | None]
+    | None = None,
+    coef_old: np.ndarray | None = None,
 ) -> ColumnLMMDraw:
     """Draw coefficients, total precisions, h2 and random effects of ``c`` columns.
 
@@ -110,6 +115,10 @@ def sample_column_lmm(
     residual : also return ``y - X_flat a - Z u``.
     effects_out : (n_coef, c) Fortran-ordered array to write the effects into.
     key : distinguishes the work arrays of several calls per iteration.
+    pen_sampler : the loadings prior's own draw of ``[b, a]`` and ``tau``
+        (:meth:`~pymegalmm.priors.LambdaPrior.sample_loadings`, bound to its state and
+        the generator); used instead of the Gaussian step unless it returns None.
+    coef_old : (p_pen + p_flat, c) current ``[b; a]``, for ``pen_sampler``.
 
     Returns
     -------
@@ -122,8 +131,10 @@ def sample_column_lmm(
         X = np.hstack([a for a in (X_pen, X_flat) if a is not None])
         if prior_mean is not None:  # b ~ N(m, .): regress y - X_pen m on a zero-mean b - m
             y = matmul(X_pen, prior_mean, alpha=-1.0, beta=1.0, source=y)
+        if pen_sampler is not None and prior_mean is not None and coef_old is not None:
+            coef_old = np.concatenate([coef_old[:p_pen] - prior_mean, coef_old[p_pen:]])
         coef, tau_new = _sample_regression(re, X, y, h2_index, tau_prior, rng, p_pen,
-                                           prior_prec, tau, drop_flat)
+                                           prior_prec, tau, drop_flat, pen_sampler, coef_old)
         # residuals without the flat part (kept), then without the penalised part
         E_flat = matmul(X[:, p_pen:], coef[p_pen:], out=work.buffer(f"E_fixed{key}", (n, c)),
                         alpha=-1.0, beta=1.0, source=y)
@@ -156,11 +167,30 @@ def _sample_regression(
     re: RandomEffectsBackend, X: np.ndarray, y: np.ndarray, h2_index: np.ndarray,
     tau_prior: VariancePrior, rng: np.random.Generator, p_pen: int,
     prior_prec: np.ndarray | None, tau: np.ndarray | None, drop_flat: np.ndarray | None,
+    pen_sampler: Callable[[LoadingsRegression], tuple[np.ndarray, np.ndarray] | None]
+    | None = None,
+    coef_old: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Step 1: ``[b, a]`` and ``tau`` per column, jointly, given ``h2`` (``u`` integrated out)."""
+    """Step 1: ``[b, a]`` and ``tau`` per column, jointly, given ``h2`` (``u`` integrated out).
+
+    With ``pen_sampler`` (a loadings prior's own draw), the sufficient statistics go
+    to it; when it returns None, or without it, the Gaussian step below runs.
+    """
     n, c = y.shape
     p = X.shape[1]
     stats = re.gram_stats(X, y, np.ascontiguousarray(h2_index))
+    if pen_sampler is not None:
+        if coef_old is None or tau is None:
+            raise ValueError("a loadings prior's own draw needs the current coefficients and tau")
+        drawn = pen_sampler(LoadingsRegression(
+            gram=stats.gram, gram_index=stats.gram_index, XtWy=stats.XtWy, yWy=stats.yWy,
+            n_pen=p_pen, n_rows=n, coef=coef_old, tau=np.asarray(tau, dtype=float),
+            tau_shape=tau_prior.shape, tau_rate=tau_prior.rate,
+            drop_flat=None if drop_flat is None else np.ascontiguousarray(drop_flat,
+                                                                          dtype=np.uint8),
+        ))
+        if drawn is not None:
+            return np.asfortranarray(drawn[0]), np.ascontiguousarray(drawn[1])
     coef = np.empty((p, c), order="F")
     tau_new = np.empty(c)
     z = standard_normal(rng, p, c)

@@ -47,12 +47,17 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
     F = None if d.single_group else d.factor_re.unrotate(s.QtF)
 
     # Steps 1-2. Traits, group by group in the group's own rotated rows: loadings (under the
-    # loadings prior), fixed effects and tot_Eta_prec jointly given resid_h2, then resid_h2
-    # and U_R.  Keep Eta - X1 B1 - Z U_R for the factor scores.
+    # loadings prior), fixed effects and tot_Eta_prec jointly given resid_h2 (or by the
+    # prior's own draw, LambdaPrior.sample_loadings), then resid_h2 and U_R.  Keep
+    # Eta - X1 B1 - Z U_R for the factor scores.
     prior_prec = np.broadcast_to(lambda_prior.precision(s.lambda_prior), s.Lambda.shape)
     prior_mean = lambda_prior.mean(s.lambda_prior)
     if prior_mean is not None:
         prior_mean = np.broadcast_to(prior_mean, s.Lambda.shape)
+    pen_sampler = None
+    if lambda_prior.has_loadings_sampler:  # the prior's own draw (BayesC); else the Gaussian
+        def pen_sampler(regression, _state=s.lambda_prior):
+            return lambda_prior.sample_loadings(regression, _state, rng)
     residuals = []
     for gi, g in enumerate(d.groups):
         every = g.cols.size == d.t  # one group with every trait: no gather/scatter copies
@@ -63,7 +68,9 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
             prior_prec=prior_prec[:, cols],
             prior_mean=None if prior_mean is None else prior_mean[:, cols],
             tau=s.tot_Eta_prec[cols], drop_flat=g.drop_fixed, residual=True,
-            effects_out=s.U_R if every else None, key=str(gi),
+            effects_out=s.U_R if every else None, key=str(gi), pen_sampler=pen_sampler,
+            coef_old=None if pen_sampler is None else np.concatenate(
+                [s.Lambda[:, cols], s.B1[:, cols]]),
         )
         s.Lambda[:, cols], s.B1[:, cols] = draw.coef[:k], draw.coef[k:]
         s.tot_Eta_prec[cols], s.resid_h2_index[cols] = draw.tau, draw.h2_index

@@ -12,7 +12,11 @@ factors are reordered, and recorded in the labelled posterior.
 The loadings step (step 1 of the iteration) draws each trait's column of
 ``Lambda`` from its Gaussian full conditional given the prior's conditional
 prior ``lambda_j ~ N(mean_j, (tot_Eta_prec_j * precision_j)^-1)``, jointly with
-the fixed effects and the trait's total precision.
+the fixed effects and the trait's total precision.  A prior whose conditional
+prior is not Gaussian given its state (BayesC's spike and slab) supplies its own
+draw of that step through :meth:`~LambdaPrior.sample_loadings`, which receives
+the step's whitened sufficient statistics (:class:`LoadingsRegression`); the
+default returns None, meaning "use the standard Gaussian step".
 
 Writing a prior
 ---------------
@@ -22,8 +26,9 @@ Subclass :class:`LambdaPrior`, declare ``state_dims`` and implement
 prior mean, :meth:`~LambdaPrior.refresh` to re-tune the state after factors
 are reordered, :meth:`~LambdaPrior.for_data` when the prior needs the number
 of rows of the data and :meth:`~LambdaPrior.for_traits` when it needs the names
-of the traits (both called once when the model's data are built).  Every
-random number must come from the ``rng`` passed in, so that chains stay
+of the traits (both called once when the model's data are built), and
+:meth:`~LambdaPrior.sample_loadings` when the loadings need a draw of their own.
+Every random number must come from the ``rng`` passed in, so that chains stay
 reproducible.  ``docs/architecture.md`` has a complete example.
 """
 
@@ -31,12 +36,65 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 #: State of a loadings prior: named arrays (Fortran-ordered when 2-D).
 PriorState = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class LoadingsRegression:
+    """Step 1 for ``c`` traits given their h2, as whitened sufficient statistics.
+
+    Per trait ``j`` (whitened by ``V(h2_j)^-1/2``, the random effects integrated out)::
+
+        y_j = X [lambda_j; b_j] + e_j,   e_j ~ N(0, I / tau_j),   X = [F, X1]
+
+    with the ``n_pen`` penalised columns (the factor scores) first and the flat
+    ones (``X1``, flat prior on ``b_j``) after them; ``tau_j ~ Gamma(tau_shape,
+    rate tau_rate)``.  With a prior mean, ``y`` is already ``y - F mean`` and
+    ``coef`` the loadings minus the mean (the step adds it back).
+
+    Attributes
+    ----------
+    gram : numpy.ndarray
+        ``(G', p, p)`` Gram matrices ``X' W X``, C-ordered; trait ``j`` uses
+        ``gram[gram_index[j]]``.
+    gram_index : numpy.ndarray
+        ``(c,)`` which Gram matrix each trait uses.
+    XtWy : numpy.ndarray
+        ``(p, c)`` cross-products ``X' W y_j``.
+    yWy : numpy.ndarray
+        ``(c,)`` ``y_j' W y_j``.
+    n_pen : int
+        Number of penalised columns (``k``, the loadings), the first of ``X``.
+    n_rows : int
+        Number of rows ``n`` of the regressions (the Gamma shape's ``n / 2``).
+    coef : numpy.ndarray
+        ``(p, c)`` current coefficients ``[Lambda; B1]`` of the traits.
+    tau : numpy.ndarray
+        ``(c,)`` current total precisions.
+    tau_shape, tau_rate : float
+        Prior of the total precisions.
+    drop_flat : numpy.ndarray or None
+        ``(c, p - n_pen)`` uint8, non-zero where a flat coefficient is not identified
+        for that trait: it must be left out of the model (coefficient 0).
+    """
+
+    gram: np.ndarray
+    gram_index: np.ndarray
+    XtWy: np.ndarray
+    yWy: np.ndarray
+    n_pen: int
+    n_rows: int
+    coef: np.ndarray
+    tau: np.ndarray
+    tau_shape: float
+    tau_rate: float
+    drop_flat: np.ndarray | None = None
 
 
 class LambdaPrior(ABC):
@@ -117,6 +175,39 @@ class LambdaPrior(ABC):
             f"{type(self).__name__} does not implement sample_prior(n_factors, tot_prec, rng), "
             "needed to simulate from the prior (pymegalmm.validation); add it next to update()"
         )
+
+    def sample_loadings(self, regression: LoadingsRegression, state: PriorState,
+                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+        """Draw step 1's ``[Lambda; B1]`` and ``tau`` of ``c`` traits, or None (default).
+
+        None means "use the standard step" (the Gaussian conditional prior given by
+        :meth:`precision` and :meth:`mean`, drawn jointly with the fixed effects and
+        ``tau``); the sampler then draws exactly as if this method did not exist.  A
+        prior that overrides it returns a valid Gibbs update of the coefficients and
+        ``tau`` given ``h2``, drawing every random number from ``rng`` in a fixed
+        order; h2 and the random effects are then drawn as usual.
+
+        Parameters
+        ----------
+        regression : LoadingsRegression
+            The step's sufficient statistics and current values.
+        state : PriorState
+            The prior's current state.
+        rng : numpy.random.Generator
+            The chain's generator.
+
+        Returns
+        -------
+        tuple of numpy.ndarray or None
+            ``coef`` ``(p, c)`` (loadings first, then the flat coefficients,
+            Fortran-ordered) and ``tau`` ``(c,)``; or None.
+        """
+        return None
+
+    @property
+    def has_loadings_sampler(self) -> bool:
+        """Whether this prior overrides :meth:`sample_loadings` (the sampler asks once)."""
+        return type(self).sample_loadings is not LambdaPrior.sample_loadings
 
     def for_data(self, n_rows: int) -> LambdaPrior:
         """This prior as used on data of ``n_rows`` rows (default: itself, unchanged).
