@@ -162,8 +162,8 @@ class ChainProcesses:
         """Run chain ``c`` for ``todo[c]`` iterations in the workers.
 
         Each chain's state and draws are updated when its worker finishes.  A stop
-        request (``stop()`` True) asks the running chains to stop after their current
-        iteration and starts no others.  Returns the errors met, chain by chain.
+        request (``stop()`` True), or an error in any chain, asks the running chains to
+        stop after their current iteration and starts no others.  Returns the errors met.
         """
         self._start()
         try:
@@ -180,8 +180,12 @@ class ChainProcesses:
         idle, running = list(self.workers), {}
         errors: list[BaseException] = []
         stop_sent = False
+
+        def halt() -> bool:  # a stop request, or an error: the other chains stop too
+            return stop() or bool(errors)
+
         while pending or running:
-            while pending and idle and not stop():
+            while pending and idle and not halt():
                 w, c = idle.pop(), pending.popleft()
                 chain = chains[c]
                 w.send(("sample", c, chain.state, int(todo[c]), chain.recorder.burn))
@@ -191,12 +195,7 @@ class ChainProcesses:
             try:
                 kind, w, message = self.events.get(timeout=0.1)
             except queue.Empty:
-                if stop() and not stop_sent:
-                    for w in running:
-                        with contextlib.suppress(OSError):
-                            w.proc.send_signal(signal.SIGUSR1)
-                    stop_sent = True
-                continue
+                kind = None
             if kind == "progress":
                 progress(message[2])
             elif kind == "done":
@@ -219,6 +218,11 @@ class ChainProcesses:
                         f"call.  Its output:\n{w.stderr_tail()}"))
                 with contextlib.suppress(ValueError):
                     idle.remove(w)
+            if halt() and running and not stop_sent:
+                for w in running:
+                    with contextlib.suppress(OSError):
+                        w.proc.send_signal(signal.SIGUSR1)
+                stop_sent = True
         return errors
 
     def close(self) -> None:
