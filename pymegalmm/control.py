@@ -44,6 +44,20 @@ class Control:
     n_threads : int or None
         OpenMP threads for the kernels; None uses OpenMP's default.  Results do
         not depend on it.
+    h2_step_size : float or None
+        None (default): each trait's ``resid_h2`` and each factor's ``F_h2`` are drawn
+        from their exact discrete conditional, evaluated at every grid point.  A number
+        in (0, 1]: instead, one Metropolis-Hastings step per iteration on the grid,
+        which needs the likelihood at two grid points per column, not ``G``: cheaper
+        for large grids and several random effects, at the price of slower mixing
+        of h2.  The proposal is uniform over the grid points other than the current
+        one whose h2 vector is within ``h2_step_size`` of it in max-norm
+        (``max_m |h_m' - h_m| <= h2_step_size``); the acceptance ratio includes the
+        Hastings correction ``|N(h)| / |N(h')|`` for neighbourhoods ``N`` of different
+        sizes.  R MegaLMM's ``h2_step_size`` uses an L1 neighbourhood (``< step``),
+        falls back to the whole grid when it is empty, and applies that correction
+        reversed (``docs/sampler.md``), so the two differ.  A step smaller than the
+        grid's spacing (``1 / h2_divisions``) is refused when the model is built.
 
     Every field is checked when the object is made (and by ``dataclasses.replace``):
     integers must be whole numbers (``3.0`` is accepted, ``2.7`` is refused),
@@ -58,6 +72,7 @@ class Control:
     K_eigen_tol: float = 1e-10
     max_precompute_gb: float = 8.0
     n_threads: int | None = None
+    h2_step_size: float | None = None
 
     def __post_init__(self) -> None:
         self.n_factors = check_int("n_factors", self.n_factors, minimum=1)
@@ -70,6 +85,9 @@ class Control:
                                              low=0.0, low_open=True, allow_inf=True)
         if self.n_threads is not None:
             self.n_threads = check_int("n_threads", self.n_threads, minimum=1)
+        if self.h2_step_size is not None:
+            self.h2_step_size = check_float("h2_step_size", self.h2_step_size, low=0.0,
+                                            low_open=True, high=1.0)
 
 
 def check_divisions(value: object) -> int | list[int]:

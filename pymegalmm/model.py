@@ -290,7 +290,7 @@ class MegaLMM:
         with single_threaded_blas():  # see __init__
             self.data: ModelData = build_model_data(
                 self.design, self.latent, observation, groups, self.grid, self.priors,
-                self._control.n_factors)
+                self._control.n_factors, self._control.h2_step_size)
             seeds = np.random.SeedSequence(self._seed).spawn(self._n_chains + 1)
             self._search_seed = seeds[-1]  # for the missing-data map search
             self.chains = [Chain(self.data, np.random.default_rng(seeds[c]),

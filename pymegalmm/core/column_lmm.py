@@ -12,7 +12,9 @@ with ``h2_j`` on the discrete grid.  One step draws, per column (METHOD.md §3):
 1. ``[a_j, tau_j, b_j]`` jointly given ``h2_j`` with ``u_j`` integrated out
    (partially collapsed: ``a`` with ``b`` integrated out, ``tau`` given ``a``,
    then ``b``); without regressors, ``tau_j`` from its Gamma conditional;
-2. ``h2_j`` from its discrete posterior over the whole grid (``u`` integrated out);
+2. ``h2_j`` from its discrete posterior over the whole grid (``u`` integrated out),
+   or, with ``Control(h2_step_size=...)``, by one Metropolis-Hastings step on the grid
+   (:mod:`pymegalmm.core.h2_metropolis`);
 3. ``u_j`` given ``h2_j`` and ``tau_j``.
 
 The traits use it with ``X_pen = F`` (the loadings, under the loadings prior) and
@@ -34,6 +36,7 @@ from ..linalg import matmul, standard_normal
 from ..priors import VariancePrior
 from ..priors.base import LoadingsRegression
 from .data import Workspace
+from .h2_metropolis import GridNeighbourhoods, sample_grid_index_metropolis
 from .random_effects import RandomEffectsBackend
 
 
@@ -93,6 +96,7 @@ def sample_column_lmm(
     pen_sampler: Callable[[LoadingsRegression], tuple[np.ndarray, np.ndarray] | None]
     | None = None,
     coef_old: np.ndarray | None = None,
+    h2_neighbourhoods: GridNeighbourhoods | None = None,
 ) -> ColumnLMMDraw:
     """Draw coefficients, total precisions, h2 and random effects of ``c`` columns.
 
@@ -119,6 +123,9 @@ def sample_column_lmm(
         (:meth:`~pymegalmm.priors.LambdaPrior.sample_loadings`, bound to its state and
         the generator); used instead of the Gaussian step unless it returns None.
     coef_old : (p_pen + p_flat, c) current ``[b; a]``, for ``pen_sampler``.
+    h2_neighbourhoods : the grid's neighbourhoods for a Metropolis-Hastings step on h2
+        (evaluated at the current and proposed points only); None draws h2 from its
+        exact conditional over the whole grid.
 
     Returns
     -------
@@ -143,15 +150,22 @@ def sample_column_lmm(
         if prior_mean is not None:
             coef[:p_pen] += prior_mean
             E_flat = matmul(X_pen, prior_mean, out=E_flat, beta=1.0)
-        SS = re.grid_quadratic_forms(E)
+        SS = ss = None if h2_neighbourhoods is not None else re.grid_quadratic_forms(E)
     else:  # no regressors: tau from its Gamma conditional given the current h2
         coef = np.empty((0, c), order="F")
         E = E_flat = y
-        SS = re.grid_quadratic_forms(y)
-        ss = SS[np.arange(c), h2_index]
+        if h2_neighbourhoods is None:
+            SS = re.grid_quadratic_forms(y)
+            ss = SS[np.arange(c), h2_index]
+        else:
+            ss = re.quadratic_forms_at(y, np.asarray(h2_index, dtype=np.intp))
         tau_new = (rng.standard_gamma(tau_prior.shape + 0.5 * n, size=c)
                    / (tau_prior.rate + 0.5 * ss))
-    h2_new = sample_grid_index(SS, re.log_det, log_prior_h2, tau_new, rng)
+    if h2_neighbourhoods is None:
+        h2_new = sample_grid_index(SS, re.log_det, log_prior_h2, tau_new, rng)
+    else:
+        h2_new = sample_grid_index_metropolis(re, E, h2_index, tau_new, log_prior_h2,
+                                              h2_neighbourhoods, rng, ss_current=ss)
     z = standard_normal(rng, re.n_coef, c, out=work.buffer(f"z_effects{key}", (re.n_coef, c)))
     if residual:
         effects, resid = re.sample_effects_and_residual(

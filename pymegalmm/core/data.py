@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .h2_metropolis import GridNeighbourhoods
 from .random_effects import RandomEffectsBackend
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ class ModelData:
     priors : Priors (the loadings prior is ``priors.Lambda_prior``).
     n_factors : int.
     observation : the observation model mapping ``Y`` to the latent ``Eta``.
+    h2_neighbourhoods : the grid's neighbourhoods for the Metropolis-Hastings h2 step
+        (``Control.h2_step_size``); None: h2 drawn from its exact conditional.
     """
 
     Y: np.ndarray
@@ -104,6 +107,7 @@ class ModelData:
     priors: Priors
     n_factors: int
     observation: ObservationModel | None = None
+    h2_neighbourhoods: GridNeighbourhoods | None = None
 
     @property
     def n(self) -> int:

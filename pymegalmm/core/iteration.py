@@ -71,6 +71,7 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
             effects_out=s.U_R if every else None, key=str(gi), pen_sampler=pen_sampler,
             coef_old=None if pen_sampler is None else np.concatenate(
                 [s.Lambda[:, cols], s.B1[:, cols]]),
+            h2_neighbourhoods=d.h2_neighbourhoods,
         )
         s.Lambda[:, cols], s.B1[:, cols] = draw.coef[:k], draw.coef[k:]
         s.tot_Eta_prec[cols], s.resid_h2_index[cols] = draw.tau, draw.h2_index
@@ -78,10 +79,11 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
             s.U_R[:, cols] = draw.effects
         residuals.append(draw.residual)
 
-    # Steps 3-5. Factors: tot_F_prec given the previous F_h2, then F_h2 and U_F.
+    # Steps 3-5. Factors: tot_F_prec given the previous F_h2, then F_h2 and U_F.  (With
+    # Control.h2_step_size, resid_h2 and F_h2 move by one Metropolis-Hastings step.)
     re_F = d.factor_re
     draw = sample_column_lmm(re_F, s.QtF, s.F_h2_index, pri.tot_F_var, d.log_prior_factor,
-                             rng, work, key="F")
+                             rng, work, key="F", h2_neighbourhoods=d.h2_neighbourhoods)
     s.tot_F_prec, s.F_h2_index, s.U_F = draw.tau, draw.h2_index, draw.effects
 
     # Step 6. Factor scores F, row by row, given Lambda, the traits' residual precisions

@@ -15,6 +15,7 @@ from ..design import Design
 from ..observation.base import LatentScale, ObservationModel
 from ..priors import Priors, h2_log_prior
 from .data import GroupData, ModelData, RowPatterns
+from .h2_metropolis import grid_neighbourhoods
 from .identifiability import unidentifiable_fixed_effects
 from .memory import estimate_precompute_bytes
 from .random_effects import (
@@ -93,9 +94,13 @@ def check_memory(design: Design, n_grid: int, groups: Groups, limit_gb: float,
 
 
 def build_model_data(design: Design, latent: LatentScale, observation: ObservationModel,
-                     groups: Groups, grid: np.ndarray, priors: Priors, n_factors: int
-                     ) -> ModelData:
-    """Precompute everything the chains need for the given trait groups."""
+                     groups: Groups, grid: np.ndarray, priors: Priors, n_factors: int,
+                     h2_step_size: float | None = None) -> ModelData:
+    """Precompute everything the chains need for the given trait groups.
+
+    With ``h2_step_size`` (``Control.h2_step_size``), also the grid's neighbourhoods
+    for the Metropolis-Hastings h2 step.
+    """
     observed = latent.observed
     X1 = design.X1
     drop = unidentifiable_fixed_effects(X1, observed)
@@ -125,4 +130,6 @@ def build_model_data(design: Design, latent: LatentScale, observation: Observati
         priors=priors,
         n_factors=int(n_factors),
         observation=observation,
+        h2_neighbourhoods=(None if h2_step_size is None
+                           else grid_neighbourhoods(grid, h2_step_size)),
     )

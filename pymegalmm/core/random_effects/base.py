@@ -9,6 +9,7 @@ column-LMM step (:mod:`pymegalmm.core.column_lmm`) never branches on it:
 ``rotate(A)`` / ``unrotate(A)``  to / from the back-end's row basis (``Qt A`` / ``Q A``)
 ``gram_stats(X, Y, index)``      whitened Gram matrices and cross-products (step 1)
 ``grid_quadratic_forms(E)``      ``E_j' V_g^-1 E_j`` for every column and grid point
+``quadratic_forms_at(E, index)``  ``E_j' V_g^-1 E_j`` at one grid point per column (MH step)
 ``log_det``                      ``log |V_g|`` per grid point
 ``sample_effects(...)``          draw the coefficients (``r x c``)
 ``sample_effects_and_residual``  the same, plus ``base - Z u`` (rotated)
@@ -72,6 +73,9 @@ class RandomEffectsBackend(Protocol):
 
     def grid_quadratic_forms(self, E: np.ndarray) -> np.ndarray:
         """``(c, G)`` quadratic forms ``E_j' V_g^-1 E_j``."""
+
+    def quadratic_forms_at(self, E: np.ndarray, grid_index: np.ndarray) -> np.ndarray:
+        """``(c,)`` quadratic forms ``E_j' V_{g_j}^-1 E_j`` at grid point ``g_j`` of each column."""
 
     def sample_effects(self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray,
                        z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -124,6 +124,17 @@ class DenseRandomEffects:
             SS[:, g] = np.square(self._whiten(g, E)).sum(axis=0)
         return SS
 
+    def quadratic_forms_at(self, E: np.ndarray, grid_index: np.ndarray) -> np.ndarray:
+        """``E_j' V_{g_j}^-1 E_j`` at one grid point per column, ``(c,)``.
+
+        One triangular solve per grid point in use: ``O(n^2)`` per column.
+        """
+        out = np.empty(E.shape[1])
+        for g in np.unique(grid_index):  # grid points in use, not the whole grid
+            cols = np.flatnonzero(grid_index == g)
+            out[cols] = np.square(self._whiten(g, E[:, cols])).sum(axis=0)
+        return out
+
     def sample_effects(
         self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray,
         out: np.ndarray | None = None,

@@ -187,6 +187,10 @@ class DiagonalRandomEffect:
         kernels_module().grid_sums_of_squares(np.asfortranarray(E), self.W_T, out)
         return out
 
+    def quadratic_forms_at(self, E: np.ndarray, grid_index: np.ndarray) -> np.ndarray:
+        """``E_j' V_{g_j}^-1 E_j`` at one grid point per column, ``(c,)``: ``O(n)`` per column."""
+        return np.einsum("ij,ij->j", self.W_T[:, grid_index], np.square(E))
+
     def sample_effects(
         self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray,
         out: np.ndarray | None = None,

@@ -245,6 +245,20 @@ class LowRankRandomEffects:
                                                       self.C_rest, self.B, self.s_index, out)
         return out
 
+    def quadratic_forms_at(self, E: np.ndarray, grid_index: np.ndarray) -> np.ndarray:
+        """``E_j' V_{g_j}^-1 E_j`` at one grid point per column, ``(c,)``.
+
+        The diagonal part, minus ``|H_g' E_j|^2`` per grid point in use: ``O(n r_o)``
+        per column.
+        """
+        out = np.einsum("ij,ij->j", self.W_T[:, grid_index], np.square(E))
+        if self.rank:
+            for g in np.unique(grid_index):  # grid points in use, not the whole grid
+                cols = np.flatnonzero(grid_index == g)
+                HE = self._H(g).T @ E[:, cols]
+                out[cols] -= np.einsum("kj,kj->j", HE, HE)
+        return out
+
     def sample_effects(
         self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray,
         out: np.ndarray | None = None,
