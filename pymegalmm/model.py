@@ -35,6 +35,7 @@ from .errors import ConcurrencyError, InputError, InputTypeError, RunDirectoryEr
 from .linalg import sampling_threads, single_threaded_blas
 from .observation import GaussianMissing, MissingDataMap, ObservationModel
 from .priors import Priors
+from .regressions import REGRESSION_DESCRIPTIONS, ExtraRegression, regression_dims
 from .results import tables
 from .results.arviz_export import to_arviz
 from .results.diagnostics import diagnostics, factor_report
@@ -135,6 +136,10 @@ class MegaLMM:
     observation : ObservationModel, optional
         How ``Y`` is seen through the latent traits; default
         :class:`~pymegalmm.observation.GaussianMissing` (Gaussian, missing cells imputed).
+    extra_regressions : ExtraRegression, optional
+        Covariates ``X2`` regressing the factors (``F = X2 B2_F + Z U_F + E_F``) and/or
+        the traits (``Eta = ... + X2 B2_R``), e.g. a marker matrix by line; horseshoe
+        prior on ``B2_F`` and ``B2_R`` (``docs/priors.md``, "Extra regressions").
     chains : int
         Number of independent chains (default 1, as R MegaLMM; use 2-4 to check
         convergence with :meth:`diagnostics`), each with its own generator spawned
@@ -201,6 +206,7 @@ class MegaLMM:
         control: Control | None = None,
         priors: Priors | None = None,
         observation: ObservationModel | None = None,
+        extra_regressions: ExtraRegression | None = None,
         chains: int = 1,
         processes: int | None = None,
         chain_ids: Sequence[int] | None = None,
@@ -239,8 +245,18 @@ class MegaLMM:
             len(self._chain_ids), processes, self._control.n_threads or available_cores())
         self._pool: ChainProcesses | None = None
         self._seed = check_seed(seed)
-        self._dims = param_dims(self.priors.Lambda_prior)
-        self.record = (default_record(self.priors.Lambda_prior) if record is None
+        self.extra_regressions = None if extra_regressions is None else check_instance(
+            "extra_regressions", extra_regressions, ExtraRegression,
+            "a pymegalmm.ExtraRegression")
+        extra = self.extra_regressions
+        if extra is not None and extra.resids and self.priors.Lambda_prior.has_loadings_sampler:
+            raise InputError(f"extra_regressions with resids=True needs a loadings prior drawn "
+                             f"by the Gaussian step; {type(self.priors.Lambda_prior).__name__} "
+                             "draws its own loadings: use resids=False or another prior")
+        self._dims = {**param_dims(self.priors.Lambda_prior),
+                      **(regression_dims(extra) if extra is not None else {})}
+        self.record = ([*default_record(self.priors.Lambda_prior),
+                        *(n for n in ("B2_F", "B2_R") if n in self._dims)] if record is None
                        else check_names("record", record, self._dims))
         self.functions = check_functions(
             functions, [*self._dims, *DERIVED_NEEDS, "Eta_mean"])
@@ -250,6 +266,7 @@ class MegaLMM:
         self._spec = {"Y": Y, "formula": formula, "data": data, "relmat": relmat,
                       "control": self._control, "priors": self.priors,
                       "observation": self.observation, "chains": self._n_chains,
+                      **({"extra_regressions": extra} if extra is not None else {}),
                       "chain_ids": self._chain_ids if chain_ids is not None else None,
                       "seed": self._seed, "record": list(self.record),
                       "functions": _picklable(self.functions)}
@@ -273,6 +290,11 @@ class MegaLMM:
             self.grid = make_h2_grid(len(self.design.random), self._control.h2_divisions)
             self.coords = Coordinates.from_design(self.design, self._control.n_factors,
                                                  self.priors.Lambda_prior)
+            self._X2 = None
+            if extra is not None:
+                self.coords.marker = extra.names
+                kept = data if len(data) == self.design.n else data.loc[self.design.rows]
+                self._X2 = extra.rows_for(kept)
             self._transform = UserScale(self.latent, self.design.X1)
             self._build(self.observation)
         warn_about_data(self.design, self.latent, self._control.scale_Y, self.priors,
@@ -290,7 +312,8 @@ class MegaLMM:
         with single_threaded_blas():  # see __init__
             self.data: ModelData = build_model_data(
                 self.design, self.latent, observation, groups, self.grid, self.priors,
-                self._control.n_factors, self._control.h2_step_size)
+                self._control.n_factors, self._control.h2_step_size,
+                self.extra_regressions, self._X2)
             seeds = np.random.SeedSequence(self._seed).spawn(self._n_chains + 1)
             self._search_seed = seeds[-1]  # for the missing-data map search
             self.chains = [Chain(self.data, np.random.default_rng(seeds[c]),
@@ -300,8 +323,9 @@ class MegaLMM:
         self.observation, self._groups = observation, groups
         self._spec["observation"] = observation
         self._results = RunResults(self.chains, self.store, self.coords, self._dims,
-                                   param_descriptions(self.priors.Lambda_prior),
-                                   self._chain_ids)
+                                   {**param_descriptions(self.priors.Lambda_prior),
+                                    **REGRESSION_DESCRIPTIONS}, self._chain_ids,
+                                   regression=self.extra_regressions)
 
     def _run_directory(self, path: os.PathLike) -> RunDirectory:
         """This model's run folder, with the fingerprint of its specification."""

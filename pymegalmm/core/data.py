@@ -18,6 +18,7 @@ from .random_effects import RandomEffectsBackend
 if TYPE_CHECKING:
     from ..observation.base import ObservationModel
     from ..priors import Priors
+    from .regressions import RegressionData
 
 
 @dataclass(eq=False, frozen=True)
@@ -95,6 +96,7 @@ class ModelData:
     observation : the observation model mapping ``Y`` to the latent ``Eta``.
     h2_neighbourhoods : the grid's neighbourhoods for the Metropolis-Hastings h2 step
         (``Control.h2_step_size``); None: h2 drawn from its exact conditional.
+    regressions : the extra regressions' ``X2`` (:mod:`pymegalmm.core.regressions`), or None.
     """
 
     Y: np.ndarray
@@ -108,6 +110,7 @@ class ModelData:
     n_factors: int
     observation: ObservationModel | None = None
     h2_neighbourhoods: GridNeighbourhoods | None = None
+    regressions: RegressionData | None = None
 
     @property
     def n(self) -> int:

@@ -7,6 +7,7 @@ import numpy as np
 from ..linalg import standard_normal
 from .data import ModelData
 from .mean import EtaConditional, eta_mean
+from .regressions import factor_mean, initial_regressions
 from .state import ChainState
 
 
@@ -17,6 +18,8 @@ def initial_state(d: ModelData, rng: np.random.Generator) -> ChainState:
     indices uniform over points with positive prior weight, random effects from
     their priors, ``B1 ~ N(0, 1)``, factor scores from their prior, the loadings
     prior's own starting state (:meth:`~pymegalmm.priors.LambdaPrior.initialize`),
+    the extra regressions' coefficients and scales from their prior (``F`` then gets
+    ``X2 B2_F`` added),
     and the latent ``Eta`` drawn by the observation model given these values.
     """
     k, t, n, b1 = d.n_factors, d.t, d.n, d.X1.shape[1]
@@ -44,5 +47,8 @@ def initial_state(d: ModelData, rng: np.random.Generator) -> ChainState:
         tot_F_prec=tau_F, F_h2_index=F_idx.astype(np.intp), U_F=U_F, nrun=0, rng=rng,
         lambda_prior=prior_state,
     )
+    if d.regressions is not None:  # B2_F, B2_R and their scales from the prior; F += X2 B2_F
+        s.extra = initial_regressions(d.regressions, k, t, rng)
+        s.QtF = factor_mean(d.regressions, s.extra, s.QtF)
     d.observation.sample_latent(s, d, EtaConditional(s, d, mean=eta_mean(s, d)), rng)
     return s

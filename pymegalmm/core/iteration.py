@@ -2,8 +2,10 @@
 
 The model (sampler's scale; ``Eta`` is the latent ``Y`` of the observation model)::
 
-    Eta = X1 B1 + F Lambda + Z U_R + E_R      (t independent LMMs given F, Lambda)
-    F   =              Z U_F + E_F            (k independent LMMs)
+    Eta = X1 B1 + X2 B2_R + F Lambda + Z U_R + E_R   (t independent LMMs given F, Lambda)
+    F   =         X2 B2_F +            Z U_F + E_F   (k independent LMMs)
+
+(``X2``: the optional extra regressions, :mod:`pymegalmm.core.regressions`.)
 
 Step numbers follow METHOD.md section 3; the conditionals are in ``docs/sampler.md``.
 Every random number of an iteration is drawn here, in a fixed order, by the
@@ -18,11 +20,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SamplerError
-from ..linalg import standard_normal
+from ..linalg import matmul, standard_normal
 from .column_lmm import sample_column_lmm
 from .data import ModelData, Workspace
 from .factor_scores import sample_factor_scores, sample_factor_scores_by_pattern
 from .mean import EtaConditional, residual_proportion
+from .regressions import factor_mean, precision, update_precisions
 from .state import ChainState
 
 
@@ -59,21 +62,32 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
         def pen_sampler(regression, _state=s.lambda_prior):
             return lambda_prior.sample_loadings(regression, _state, rng)
     residuals = []
+    rd = d.regressions
+    b2 = rd.p if rd is not None and rd.resids else 0  # X2 B2_R: penalised, before F
     for gi, g in enumerate(d.groups):
         every = g.cols.size == d.t  # one group with every trait: no gather/scatter copies
         cols = slice(None) if every else g.cols
+        X_pen = s.QtF if gi == 0 else g.re.rotate(F[g.rows])
+        pen_prec, pen_mean = prior_prec[:, cols], (None if prior_mean is None
+                                                   else prior_mean[:, cols])
+        if b2:
+            X_pen = np.hstack([rd.QtX2[gi], X_pen])
+            pen_prec = np.vstack([precision(s.extra, "B2_R")[:, cols], pen_prec])
+            if pen_mean is not None:
+                pen_mean = np.vstack([np.zeros((b2, pen_mean.shape[1])), pen_mean])
         draw = sample_column_lmm(
             g.re, s.QtEta[gi], s.resid_h2_index[cols], pri.tot_Y_var, d.log_prior_resid, rng,
-            work, X_pen=s.QtF if gi == 0 else g.re.rotate(F[g.rows]), X_flat=g.QtX1,
-            prior_prec=prior_prec[:, cols],
-            prior_mean=None if prior_mean is None else prior_mean[:, cols],
+            work, X_pen=X_pen, X_flat=g.QtX1, prior_prec=pen_prec, prior_mean=pen_mean,
             tau=s.tot_Eta_prec[cols], drop_flat=g.drop_fixed, residual=True,
             effects_out=s.U_R if every else None, key=str(gi), pen_sampler=pen_sampler,
             coef_old=None if pen_sampler is None else np.concatenate(
                 [s.Lambda[:, cols], s.B1[:, cols]]),
             h2_neighbourhoods=d.h2_neighbourhoods,
         )
-        s.Lambda[:, cols], s.B1[:, cols] = draw.coef[:k], draw.coef[k:]
+        if b2:  # keep Eta - X1 B1 - X2 B2_R - Z U_R for the factor scores
+            s.extra["B2_R"][:, cols] = draw.coef[:b2]
+            matmul(rd.QtX2[gi], draw.coef[:b2], out=draw.residual, alpha=-1.0, beta=1.0)
+        s.Lambda[:, cols], s.B1[:, cols] = draw.coef[b2:b2 + k], draw.coef[b2 + k:]
         s.tot_Eta_prec[cols], s.resid_h2_index[cols] = draw.tau, draw.h2_index
         if not every:
             s.U_R[:, cols] = draw.effects
@@ -81,10 +95,16 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
 
     # Steps 3-5. Factors: tot_F_prec given the previous F_h2, then F_h2 and U_F.  (With
     # Control.h2_step_size, resid_h2 and F_h2 move by one Metropolis-Hastings step.)
+    # With extra regressions on the factors, B2_F is drawn with tot_F_prec (X2 penalised).
     re_F = d.factor_re
+    on_F = rd is not None and rd.factors
     draw = sample_column_lmm(re_F, s.QtF, s.F_h2_index, pri.tot_F_var, d.log_prior_factor,
-                             rng, work, key="F", h2_neighbourhoods=d.h2_neighbourhoods)
+                             rng, work, key="F", h2_neighbourhoods=d.h2_neighbourhoods,
+                             **({"X_pen": rd.QtX2[0], "prior_prec": precision(s.extra, "B2_F"),
+                                 "tau": s.tot_F_prec} if on_F else {}))
     s.tot_F_prec, s.F_h2_index, s.U_F = draw.tau, draw.h2_index, draw.effects
+    if on_F:
+        s.extra["B2_F"] = draw.coef
 
     # Step 6. Factor scores F, row by row, given Lambda, the traits' residual precisions
     # and the factors' prior mean Z U_F.
@@ -93,16 +113,21 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
     z = standard_normal(rng, n, k)
     if d.single_group:  # rows are exchangeable: sample directly in rotated space
         s.QtF = sample_factor_scores(residuals[0], s.Lambda, resid_prec,
-                                     re_F.genetic_values(s.U_F), factor_prec, z)
+                                     factor_mean(rd, s.extra, re_F.genetic_values(s.U_F)),
+                                     factor_prec, z)
         F = None
     else:  # rows use different traits: sample in the original rows, by row pattern
         F = sample_factor_scores_by_pattern(
-            d, residuals, s.Lambda, resid_prec, re_F.unrotate(re_F.genetic_values(s.U_F)),
-            factor_prec, z)
+            d, residuals, s.Lambda, resid_prec,
+            re_F.unrotate(factor_mean(rd, s.extra, re_F.genetic_values(s.U_F))), factor_prec, z)
         s.QtF = re_F.rotate(F)
 
     # Step 7. The loadings prior's own parameters (ARD: local phi, then global deltas).
     s.lambda_prior = lambda_prior.update(s.Lambda, s.tot_Eta_prec, s.lambda_prior, rng)
+
+    # Step 8. The extra regressions' horseshoe scales (only with extra_regressions).
+    if rd is not None:
+        s.extra = update_precisions(rd, s.extra, s.tot_F_prec, s.tot_Eta_prec, rng)
 
     # Step 9. The latent Eta given this iteration's factor model (the observation model).
     d.observation.sample_latent(s, d, EtaConditional(s, d, residuals=residuals, F=F), rng)

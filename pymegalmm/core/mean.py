@@ -19,7 +19,8 @@ def residual_proportion(grid: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 
 def eta_mean(s: ChainState, d: ModelData) -> np.ndarray:
-    """Expected value of ``Eta`` for every cell: ``X1 B1 + F Lambda + Z U_R`` (scaled units).
+    """Expected value of ``Eta`` for every cell: ``X1 B1 + F Lambda + Z U_R`` (scaled units),
+    plus ``X2 B2_R`` with extra regressions on the traits.
 
     Cells outside their group's rows (predicted only) get the same formula, with the
     random effects mapped to all rows.
@@ -27,10 +28,14 @@ def eta_mean(s: ChainState, d: ModelData) -> np.ndarray:
     if d.single_group:
         g = d.groups[0]  # rotated Z U_R + F Lambda + X1 B1, then back to the original rows
         mean = matmul(s.QtF, s.Lambda, out=g.re.genetic_values(s.U_R), beta=1.0)
+        if "B2_R" in s.extra:  # extra regressions X2 B2_R
+            mean = matmul(d.regressions.QtX2[0], s.extra["B2_R"], out=mean, beta=1.0)
         return g.re.unrotate(matmul(g.QtX1, s.B1, out=mean, beta=1.0))
     F = d.factor_re.unrotate(s.QtF)
     out = matmul(F, s.Lambda)
     matmul(d.X1, s.B1, out=out, beta=1.0)
+    if "B2_R" in s.extra:
+        matmul(d.regressions.X2, s.extra["B2_R"], out=out, beta=1.0)
     for g in d.groups:
         if g.cols.size:
             out[:, g.cols] += g.re.genetic_values_all_rows(np.asfortranarray(s.U_R[:, g.cols]))

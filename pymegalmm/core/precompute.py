@@ -14,6 +14,7 @@ import numpy as np
 from ..design import Design
 from ..observation.base import LatentScale, ObservationModel
 from ..priors import Priors, h2_log_prior
+from ..regressions import ExtraRegression
 from .data import GroupData, ModelData, RowPatterns
 from .h2_metropolis import grid_neighbourhoods
 from .identifiability import unidentifiable_fixed_effects
@@ -24,6 +25,7 @@ from .random_effects import (
     LowRankRandomEffects,
     RandomEffectsBackend,
 )
+from .regressions import RegressionData
 
 Groups = list[tuple[np.ndarray, np.ndarray]]
 
@@ -95,11 +97,14 @@ def check_memory(design: Design, n_grid: int, groups: Groups, limit_gb: float,
 
 def build_model_data(design: Design, latent: LatentScale, observation: ObservationModel,
                      groups: Groups, grid: np.ndarray, priors: Priors, n_factors: int,
-                     h2_step_size: float | None = None) -> ModelData:
+                     h2_step_size: float | None = None,
+                     extra: ExtraRegression | None = None,
+                     X2: np.ndarray | None = None) -> ModelData:
     """Precompute everything the chains need for the given trait groups.
 
     With ``h2_step_size`` (``Control.h2_step_size``), also the grid's neighbourhoods
-    for the Metropolis-Hastings h2 step.
+    for the Metropolis-Hastings h2 step; with ``extra`` and its ``X2`` (``n x x2``, rows of
+    the data), ``X2`` rotated into each group's rows.
     """
     observed = latent.observed
     X1 = design.X1
@@ -132,4 +137,8 @@ def build_model_data(design: Design, latent: LatentScale, observation: Observati
         observation=observation,
         h2_neighbourhoods=(None if h2_step_size is None
                            else grid_neighbourhoods(grid, h2_step_size)),
+        regressions=None if extra is None else RegressionData(
+            X2=np.ascontiguousarray(X2, dtype=float),
+            QtX2=[np.ascontiguousarray(g.re.rotate(X2[g.rows])) for g in group_data],
+            factors=extra.factors, resids=extra.resids, prior=extra.prior),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data import ModelData
+from .regressions import permute_factors
 from .state import ChainState
 
 #: Name of the loadings prior's state array that, when present, orders the factors.
@@ -39,7 +40,7 @@ def reorder_factors(s: ChainState, d: ModelData, drop_cor_threshold: float = 0.6
        ``sum_j Lambda_kj^2 * mean_i F_ik^2``.  Zeroed factors go last.  Every
        factor-indexed parameter is permuted with them (including ``F_h2_index`` and
        the loadings prior's factor-indexed state, which R MegaLMM 0.9.5 leaves
-       unpermuted, METHOD.md Q6).
+       unpermuted, METHOD.md Q6), and ``B2_F`` with its prior's per-factor scales.
     3. The loadings prior re-tunes its state
        (:meth:`~pymegalmm.priors.LambdaPrior.refresh`; ARD: ``delta_1`` reset to 1,
        then 10 updates; horseshoe: 10 updates).
@@ -70,6 +71,7 @@ def reorder_factors(s: ChainState, d: ModelData, drop_cor_threshold: float = 0.6
     s.U_F = np.asfortranarray(s.U_F[:, order])
     s.tot_F_prec = s.tot_F_prec[order].copy()
     s.F_h2_index = s.F_h2_index[order].copy()
+    s.extra = permute_factors(s.extra, order)  # B2_F and its per-factor scales
     prior = d.priors.Lambda_prior
     state = prior.permute(s.lambda_prior, order)
     s.lambda_prior = prior.refresh(s.Lambda, s.tot_Eta_prec, state, s.rng)

@@ -22,6 +22,9 @@ import numpy as np
 
 #: Prefix of the loadings prior's arrays in a saved state.
 _PRIOR_PREFIX = "lambda_prior."
+#: Prefix of the extra regressions' arrays (``B2_F``, ``B2_R``, their prior) in a saved state.
+_EXTRA_PREFIX = "extra."
+_NOT_ARRAYS = ("nrun", "rng", "lambda_prior", "extra")
 
 
 @dataclass
@@ -44,6 +47,8 @@ class ChainState:
     nrun : int, iterations done.
     rng : numpy.random.Generator of this chain.
     lambda_prior : dict of str -> array, the loadings prior's state.
+    extra : dict of str -> array, the extra regressions' ``B2_F``, ``B2_R`` and their
+        prior's scales (:mod:`pymegalmm.core.regressions`); empty without them.
     """
 
     Eta: np.ndarray
@@ -60,27 +65,31 @@ class ChainState:
     nrun: int
     rng: np.random.Generator
     lambda_prior: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> np.ndarray:
         # only called when normal lookup fails: the loadings prior's arrays by name
         prior = self.__dict__.get("lambda_prior", {})
         if name in prior:
             return prior[name]
+        extra = self.__dict__.get("extra", {})
+        if name in extra:
+            return extra[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def array_names(self) -> list[str]:
         """Names of the array fields, then of the loadings prior's arrays."""
-        own = [f.name for f in fields(self) if f.name not in ("nrun", "rng", "lambda_prior")]
-        return own + list(self.lambda_prior)
+        own = [f.name for f in fields(self) if f.name not in _NOT_ARRAYS]
+        return own + list(self.lambda_prior) + list(self.extra)
 
     def save(self, path: str | Path | BinaryIO) -> None:
         """Write the state, including the generator's state, to an ``.npz`` file (or an
         open binary file)."""
-        own = [f.name for f in fields(self) if f.name not in ("nrun", "rng", "lambda_prior",
-                                                              "QtEta")]
+        own = [f.name for f in fields(self) if f.name not in (*_NOT_ARRAYS, "QtEta")]
         arrays = {name: getattr(self, name) for name in own}
         arrays.update({f"QtEta_{i}": block for i, block in enumerate(self.QtEta)})
         arrays.update({_PRIOR_PREFIX + k: v for k, v in self.lambda_prior.items()})
+        arrays.update({_EXTRA_PREFIX + k: v for k, v in self.extra.items()})
         meta = {"nrun": self.nrun, "n_groups": len(self.QtEta),
                 "rng": self.rng.bit_generator.state,
                 "bit_generator": type(self.rng.bit_generator).__name__}
@@ -99,7 +108,9 @@ class ChainState:
         arrays["QtEta"] = [arrays.pop(f"QtEta_{i}") for i in range(int(meta["n_groups"]))]
         prior = {name[len(_PRIOR_PREFIX):]: arrays.pop(name) for name in list(arrays)
                  if name.startswith(_PRIOR_PREFIX)}
+        extra = {name[len(_EXTRA_PREFIX):]: arrays.pop(name) for name in list(arrays)
+                 if name.startswith(_EXTRA_PREFIX)}
         bit_gen = getattr(np.random, meta["bit_generator"])()
         bit_gen.state = meta["rng"]
         return cls(**arrays, nrun=int(meta["nrun"]), rng=np.random.Generator(bit_gen),
-                   lambda_prior=prior)
+                   lambda_prior=prior, extra=extra)

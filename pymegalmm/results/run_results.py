@@ -17,6 +17,12 @@ import xarray as xr
 from ..core.state import ChainState
 from ..design import Design
 from ..errors import InputError
+from ..regressions import (
+    ExtraRegression,
+    genetic_values_with_markers,
+    regression_draws,
+    regression_names,
+)
 from ..run.chain import Chain
 from ..run.draws import DrawStore
 from ..run.run_dir import RunDirectory
@@ -40,14 +46,17 @@ class RunResults:
     store : the run's folder (committed draws and means; none until the model saves).
     coords : names of the dims.
     dims, descriptions : of the recordable parameters.
+    regression : the model's extra regressions, used by the predictions (or None).
     """
 
     def __init__(self, chains: list[Chain], store: RunDirectory, coords: Coordinates,
                  dims: Mapping[str, tuple[str, ...]], descriptions: Mapping[str, str],
-                 chain_ids: list[int] | None = None) -> None:
+                 chain_ids: list[int] | None = None,
+                 regression: ExtraRegression | None = None) -> None:
         self.chains, self.store, self.coords = chains, store, coords
         self.chain_ids = list(range(len(chains))) if chain_ids is None else list(chain_ids)
         self.dims, self.descriptions = dims, descriptions
+        self.regression = regression
         self._warned_covariances = False
 
     def _common(self) -> list[DrawStore]:
@@ -190,22 +199,63 @@ class RunResults:
         kind, prob, interval = check_kind(kind, prob, interval)
         if new_data is None and kind == "mean":
             return self.posterior_means()["Eta_mean"].to_pandas()
+        extra, X2 = self.regression, None
         if new_data is None:
             X, rows = design.X1, pd.Index(self.coords.row, name="row")
             Z = sp.csr_matrix(sp.hstack([eff.Z for eff in design.random]))
+        elif extra is not None:  # rows whose level has covariates only: Z U = 0
+            X, rows = design.fixed_for(new_data), new_data.index
+            X2 = extra.rows_for(new_data, "new_data")
+            Z = self._random_for_known(design, new_data)
         else:
             X, Z, rows = design.fixed_for(new_data), design.random_for(new_data), new_data.index
         draws = expected_draws(self.draws_of, X, Z, rows, self.coords.trait,
                                fitted_rows=new_data is None, n_draws=self.n_draws_total)
+        if extra is not None:  # + X2 (B2_F Lambda + B2_R); fitted rows: F holds X2 B2_F
+            fitted = new_data is None
+            if fitted:
+                X2 = self.chains[0].data.regressions.X2
+            names = regression_names(extra, with_factors=not fitted)
+            if names:
+                draws = draws + regression_draws(self.draws_of(names), X2,
+                                                 with_factors=not fitted)
         return summarise(draws, kind, prob, interval, "row")
+
+    def _random_for_known(self, design: Design, new_data: pd.DataFrame) -> sp.csr_matrix:
+        """``Z`` of new rows with zero rows for levels of ``by`` that are not levels of its
+        random effect (lines known by their covariates only)."""
+        by = self.regression.by if self.regression is not None else None
+        effects = [e for e in design.random if e.group == by]
+        if by is None or not effects or by not in new_data.columns:
+            return design.random_for(new_data)
+        known = new_data[by].astype(str).isin([str(v) for v in effects[0].levels]).to_numpy()
+        n_cols = sum(e.n_levels for e in design.random)
+        idx = np.flatnonzero(known)
+        if not idx.size:
+            return sp.csr_matrix((len(new_data), n_cols))
+        place = sp.csr_matrix((np.ones(idx.size), (idx, np.arange(idx.size))),
+                              shape=(len(new_data), idx.size))
+        return sp.csr_matrix(place @ design.random_for(new_data.iloc[idx]))
 
     def genetic_value_draws(self, kind: str, prob: float, interval: str
                             ) -> pd.DataFrame | xr.DataArray:
         """``U`` as requested (see :meth:`pymegalmm.MegaLMM.genetic_values`)."""
         kind, prob, interval = check_kind(kind, prob, interval)
+        extra = self.regression
+        if extra is not None and extra.by is not None and self._by_is_effect():
+            names = regression_names(extra, with_factors=True)
+            ds = self.draws_of(["U", *names])
+            U = genetic_values_with_markers(ds["U"], extra, ds)
+            return summarise(U, kind, prob, interval, "level") if kind != "mean" else (
+                U.mean(("chain", "draw")).to_pandas())
         if kind == "mean":
             return self.genetic_values()
         return summarise(self.draws_of(["U"])["U"], kind, prob, interval, "level")
+
+    def _by_is_effect(self) -> bool:
+        """Whether the regressions' ``by`` is the grouping of the model's one random effect."""
+        return (len(self.coords.component) == 1 and self.regression is not None
+                and self.coords.component[0] == self.regression.by)
 
     @property
     def n_draws_total(self) -> int:

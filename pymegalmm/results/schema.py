@@ -19,6 +19,8 @@ name              dims (after chain, draw)    meaning
 ``tot_Eta_prec``  trait                       total precision of each residual model
 ``tot_F_prec``    factor                      factors' working precision (internal)
 ``delta``         factor                      ARD multiplicative shrinkage increments
+``B2_F``          marker, factor              extra regressions' effects on the factors
+``B2_R``          marker, trait               extra regressions' direct effects on traits
 ``Lambda_beta``   factor, covariate           loadings' coefficients on trait covariates
                                               (ARD with ``trait_covariates``; working scale)
 ``U``             level, trait                genetic values ``U_F Lambda + U_R``
@@ -131,6 +133,8 @@ class Coordinates:
     level_effect: list[str] = field(default_factory=list)
     #: Trait covariates of the loadings prior (ARD's ``trait_covariates``), if any.
     covariate: list[str] = field(default_factory=list)
+    #: Covariates of the extra regressions (``X2``'s columns), if any.
+    marker: list[str] = field(default_factory=list)
 
     def for_dims(self, dims: Iterable[str]) -> dict[str, list]:
         """Coordinate values for the given dims."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..core.data import ModelData
 from ..core.mean import eta_mean, residual_proportion
+from ..core.regressions import precision
 from ..core.state import ChainState
 from ..observation.base import LatentScale
 
@@ -57,7 +58,20 @@ class UserScale:
             "tot_Eta_prec": s.tot_Eta_prec / sd**2,
             "tot_F_prec": s.tot_F_prec.copy(),
             **d.priors.Lambda_prior.record(s.lambda_prior),
+            **self.regression_parameters(s, f_sd),
         }
+
+    def regression_parameters(self, s: ChainState, f_sd: np.ndarray) -> dict[str, np.ndarray]:
+        """``B2_F`` (unit-variance factors), ``B2_R`` (user's scale) and their prior
+        precisions on those scales (absolute, not relative to the total precisions)."""
+        out = {}
+        if "B2_F" in s.extra:
+            out["B2_F"] = s.extra["B2_F"] * f_sd
+            out["B2_F_prec"] = precision(s.extra, "B2_F")  # var(B2_F*) = 1 / prec
+        if "B2_R" in s.extra:
+            out["B2_R"] = s.extra["B2_R"] * self.scale
+            out["B2_R_prec"] = precision(s.extra, "B2_R") * s.tot_Eta_prec / self.scale**2
+        return out
 
     def expected_Y(self, s: ChainState, d: ModelData) -> np.ndarray:
         """``E[Y]`` of every cell on the user's scale."""
