@@ -170,3 +170,16 @@ def test_bayesc_loadings_need_resids_false(tmp_path):
     sim = simulate()
     with pytest.raises(InputError, match="resids=False"):
         fit(sim, tmp_path, n_iter=0, priors=Priors(Lambda_prior=BayesCPrior()))
+
+
+def test_documented_example_runs(capsys, tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)  # the example's default run_dir
+    text = (Path(__file__).resolve().parents[1] / "docs" / "priors.md").read_text()
+    match = re.search(r"<!-- example: extra-regressions -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "the extra-regressions example is missing from docs/priors.md"
+    namespace: dict = {"__name__": "docs_priors_example"}
+    exec(compile(match.group(1), "docs/priors.md", "exec", dont_inherit=True), namespace)
+    assert "L164" in capsys.readouterr().out
