@@ -6,7 +6,7 @@ variance 0.4; 10 traits ``Y = F Lambda + e`` (sd 0.5).  240 lines have data (ide
 K), 60 have markers only.  The marker signal is strong (0.6 of each factor's variance,
 12 causal markers among 60 with 240 rows), so the posterior mean of ``B2_F Lambda``
 and the marker-based predictions of the 60 new lines correlate with the truth at
-about 0.96-0.97 (seeds 1-3 checked); the bound 0.85 leaves room for Monte Carlo error
+0.967-0.978 (data seeds 1, 2, 3; seed 1 is tested); the bound 0.85 leaves room for Monte Carlo error
 of a 500-iteration run while failing clearly if the markers were ignored (then the
 predictions of new lines would be 0, correlation undefined/near 0).
 """
