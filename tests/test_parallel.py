@@ -124,3 +124,16 @@ def test_ctrl_c_with_chains_in_processes(tmp_path):
     whole.sample(n, progress=False)
     xr.testing.assert_identical(m.posterior, whole.posterior)
     m.close()
+
+
+def test_workers_import_what_this_process_imports(tmp_path, monkeypatch):
+    # a source tree in the current folder (e.g. a clone without compiled kernels) must not
+    # shadow the installed package in the workers: `python -m` would put it first
+    shadow = tmp_path / "pymegalmm"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the shadowing source tree')\n")
+    monkeypatch.chdir(tmp_path)
+    m = model(tmp_path, "cwd", 2, chains=2)
+    m.sample(4, progress=False)
+    assert m._pool is not None and m.iteration == 4
+    m.close()

@@ -77,11 +77,19 @@ def split_cores(chains: int, processes: int | None, cores: int) -> tuple[int, in
     return max(1, n_proc), max(1, cores // max(1, n_proc))
 
 
+#: Started by ``python -c``: sets this process's ``sys.path`` before anything is imported,
+#: so that a worker imports exactly the modules the parent would (``python -m`` would put
+#: the current folder first, e.g. a source tree without compiled kernels).
+_BOOTSTRAP = ("import json, os, sys; sys.path[:] = json.loads(os.environ['PYMEGALMM_SYS_PATH']); "
+              "from pymegalmm.run.worker import main; main()")
+
+
 def _worker_environment() -> dict[str, str]:
-    """This process's environment, with its ``sys.path`` so that the workers import the
-    same modules (the user's functions' modules included)."""
+    """This process's environment and ``sys.path`` (the user's functions' modules included)."""
+    import json
+
     env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env["PYMEGALMM_SYS_PATH"] = json.dumps(sys.path)
     return env
 
 
@@ -89,7 +97,7 @@ class _Worker:
     def __init__(self, events: queue.Queue) -> None:
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pymegalmm.run.worker"], stdin=subprocess.PIPE,
+            [sys.executable, "-c", _BOOTSTRAP], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self.log, env=_worker_environment(),
             start_new_session=True)  # the terminal's Ctrl-C goes to the parent only
         self.alive = True

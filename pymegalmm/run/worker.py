@@ -1,6 +1,7 @@
 """A worker process that runs chains for :mod:`pymegalmm.run.parallel`.
 
-Started as ``python -m pymegalmm.run.worker``: a fresh interpreter, so the user's
+Started as ``python -c`` with the parent's ``sys.path`` (see
+:mod:`pymegalmm.run.parallel`): a fresh interpreter, so the user's
 script is never re-run (as ``multiprocessing``'s spawn would) and no OpenMP
 runtime is inherited through ``fork`` (GNU OpenMP is not fork-safe).  It talks
 to the parent over its stdin/stdout with length-prefixed pickles:
