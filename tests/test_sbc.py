@@ -22,7 +22,9 @@ from pymegalmm import Control, MegaLMM, Priors
 from pymegalmm.errors import InputError, InputTypeError, LabelError
 from pymegalmm.observation import GaussianMissing, ObservationModel
 from pymegalmm.priors import ARDPrior, GammaPrior, LambdaPrior, VariancePrior
+from pymegalmm.priors.bayesc import BayesCPrior
 from pymegalmm.priors.h2 import h2_log_prior, sample_h2_prior
+from pymegalmm.priors.horseshoe import HorseshoePrior
 from pymegalmm.validation import (
     ModelSpec,
     SBCResult,
@@ -74,6 +76,30 @@ def test_default_model_is_calibrated():
     assert res.ranks.min().min() >= 0 and res.ranks.max().max() <= res.n_draws == 9
     assert res.passed(alpha=0.01), repr(res)
     assert "calibrated" in repr(res)
+
+
+def _other_part(part: str) -> ModelSpec:
+    spec = example_spec(n=40, traits=3, n_factors=2, missing=0.1, burn=100)
+    if part == "horseshoe":
+        return replace(spec, priors=Priors(Lambda_prior=HorseshoePrior()))
+    if part == "bayesc":
+        return replace(spec, priors=Priors(Lambda_prior=BayesCPrior()))
+    if part == "ard_covariates":
+        covariates = pd.DataFrame(np.random.default_rng(1).standard_normal((3, 2)),
+                                  index=spec.trait_names, columns=["w1", "w2"])
+        return replace(spec, priors=Priors(Lambda_prior=ARDPrior(trait_covariates=covariates)))
+    return replace(spec, control=replace(spec.control, h2_step_size=0.2))  # "mh_h2"
+
+
+@pytest.mark.parametrize("part", ["horseshoe", "bayesc", "ard_covariates", "mh_h2"])
+def test_other_model_parts_are_calibrated(part):
+    """The other loadings priors (horseshoe, BayesC, ARD on trait covariates) and the
+    Metropolis-Hastings h2 step, each in the default model on 40 rows x 3 traits: 100
+    replications, 6 draws 25 iterations apart after 100 of burn-in; same Bonferroni
+    threshold (family-wise 0.01 per part) as the default model."""
+    res = sbc(_other_part(part), replications=100, iterations=150, thin=25, seed=21,
+              workers=2)
+    assert res.passed(alpha=0.01), repr(res)
 
 
 def test_a_wrong_prior_is_detected():

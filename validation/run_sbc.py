@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ import pandas as pd
 
 from pymegalmm import Priors
 from pymegalmm.priors import ARDPrior, GammaPrior, VariancePrior
+from pymegalmm.priors.bayesc import BayesCPrior
+from pymegalmm.priors.horseshoe import HorseshoePrior
 from pymegalmm.validation import ModelSpec, SBCResult, example_spec, sbc
 from pymegalmm.validation.plots import sbc_histogram
 
@@ -67,9 +70,42 @@ def priors_part() -> ModelSpec:
                         priors=priors)
 
 
+def horseshoe_part() -> ModelSpec:
+    """The horseshoe loadings prior (R MegaLMM's nominal default, ``prop_0 = 0.1``), 3
+    factors, otherwise the default model."""
+    return replace(default_part(), n_factors=3,
+                   priors=Priors(Lambda_prior=HorseshoePrior()))
+
+
+def bayesc_part() -> ModelSpec:
+    """The BayesC (spike-and-slab) loadings prior with its own loadings step, 3 factors,
+    otherwise the default model."""
+    return replace(default_part(), n_factors=3, priors=Priors(Lambda_prior=BayesCPrior()))
+
+
+def ard_covariates_part() -> ModelSpec:
+    """ARD with the loadings regressed on two trait covariates (Hu et al. 2024),
+    otherwise the default model."""
+    spec = default_part()
+    covariates = pd.DataFrame(np.random.default_rng(7).standard_normal((5, 2)),
+                              index=spec.trait_names, columns=["w1", "w2"])
+    return replace(spec, priors=Priors(Lambda_prior=ARDPrior(trait_covariates=covariates)))
+
+
+def mh_h2_part() -> ModelSpec:
+    """The Metropolis-Hastings h2 step (``h2_step_size = 0.2``) instead of the full-grid
+    draw, otherwise the default model."""
+    spec = default_part()
+    return replace(spec, control=replace(spec.control, h2_step_size=0.2))
+
+
 PARTS: dict[str, Callable[[], ModelSpec]] = {
     "default": default_part,
     "priors": priors_part,
+    "horseshoe": horseshoe_part,
+    "bayesc": bayesc_part,
+    "ard_covariates": ard_covariates_part,
+    "mh_h2": mh_h2_part,
 }
 
 

@@ -31,6 +31,7 @@ import scipy.linalg
 
 from ..core.grid import make_h2_grid
 from ..design import Design
+from ..priors import LambdaPrior
 from ..priors.h2 import sample_h2_prior
 from ..validate import check_instance
 from .spec import ModelSpec
@@ -60,6 +61,9 @@ class Simulation:
         under ``lambda_prior.<name>``.
     grid : numpy.ndarray
         ``(m, G)`` grid of variance proportions.
+    lambda_prior : LambdaPrior
+        The loadings prior as the model uses it on these data (after its
+        ``for_data`` and ``for_traits`` hooks, e.g. the horseshoe's ``tau_0``).
     """
 
     spec: ModelSpec
@@ -68,6 +72,7 @@ class Simulation:
     observed: np.ndarray
     parameters: dict[str, np.ndarray]
     grid: np.ndarray
+    lambda_prior: LambdaPrior
 
     def user_scale(self) -> dict[str, np.ndarray]:
         """The true parameters as the fitted model reports them.
@@ -78,7 +83,7 @@ class Simulation:
         loadings prior's recorded state.  ``Eta`` is the latent data, missing cells included.
         """
         p = self.parameters
-        prior = self.spec.priors.Lambda_prior
+        prior = self.lambda_prior
         state = {name[len("lambda_prior."):]: value for name, value in p.items()
                  if name.startswith("lambda_prior.")}
         return {
@@ -191,7 +196,9 @@ def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simu
     resid_idx = sample_h2_prior(pri.h2_prior_resids, grid, t, rng, "h2_prior_resids")
     tau_F = pri.tot_F_var.sample_prior(k, rng)
     F_idx = sample_h2_prior(pri.h2_prior_factors, grid, k, rng, "h2_prior_factors")
-    Lambda, prior_state = pri.Lambda_prior.sample_prior(k, tau, rng)
+    # the prior as the model uses it on these data (ModelData's: for_data, then for_traits)
+    lambda_prior = pri.Lambda_prior.for_data(n).for_traits(list(names))
+    Lambda, prior_state = lambda_prior.sample_prior(k, tau, rng)
     B1 = spec.B1_sd * rng.standard_normal((b1, t))
 
     h_F, h_R = grid[:, F_idx], grid[:, resid_idx]
@@ -212,4 +219,4 @@ def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simu
     rows = design.rows
     return Simulation(spec=spec, Y=pd.DataFrame(Y, index=rows, columns=names),
                       data=spec.data.loc[rows], observed=observed, parameters=parameters,
-                      grid=grid)
+                      grid=grid, lambda_prior=lambda_prior)
