@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 
 from ._logging import emit
 from .control import Control
+from .core.cis import CisDesign, parse_cis_genotypes
 from .core.data import ModelData
+from .core.fixed_factors import FixedFactors, free_factor_names, parse_lambda_fixed
 from .core.grid import make_h2_grid
 from .core.precompute import build_model_data, check_memory, group_bytes
 from .core.state import ChainState
@@ -41,6 +43,7 @@ from .results.arviz_export import to_arviz
 from .results.diagnostics import diagnostics, factor_report
 from .results.run_results import RunResults
 from .results.schema import (
+    CIS_DIMS,
     DERIVED_NEEDS,
     SAMPLE_STATS,
     Coordinates,
@@ -179,6 +182,17 @@ class MegaLMM:
     verbose : bool
         Show the memory estimate and a short setup summary on stderr (always logged
         at INFO on the ``"pymegalmm"`` logger).
+    Lambda_fixed : pandas.DataFrame, optional
+        Fixed factors (R's ``Lambda_fixed``): one row per fixed factor (the index names
+        it), one column per trait (matched by name), loadings on the user's scale of
+        ``Y`` per unit-variance factor.  They become the first of the ``n_factors``
+        factors (at least one must stay free), are held at these values, and are not
+        shrunk by the loadings prior; their scores are sampled
+        (:mod:`pymegalmm.core.fixed_factors`).
+    cis_genotypes : dict of trait -> pandas.DataFrame or array (n x c_j), optional
+        Each trait's own regressors (R's ``cis_genotypes``, e.g. the genotypes of the
+        markers near a gene), flat prior, recorded as ``cis_effects``
+        (:mod:`pymegalmm.core.cis`).
 
     Examples
     --------
@@ -216,6 +230,8 @@ class MegaLMM:
         run_dir: str | os.PathLike = "MegaLMM_run",
         overwrite: bool = False,
         verbose: bool = True,
+        Lambda_fixed: pd.DataFrame | None = None,
+        cis_genotypes: Mapping[Any, Any] | None = None,
         _resume: RunDirectory | None = None,
     ) -> None:
         t0 = time.perf_counter()
@@ -253,11 +269,19 @@ class MegaLMM:
             raise InputError(f"extra_regressions with resids=True needs a loadings prior drawn "
                              f"by the Gaussian step; {type(self.priors.Lambda_prior).__name__} "
                              "draws its own loadings: use resids=False or another prior")
+        if extra is not None and extra.factors and Lambda_fixed is not None:
+            raise InputError("Lambda_fixed with extra_regressions on the factors "
+                             "(factors=True) is not supported: the fixed factors' total "
+                             "precision is held at 1, which the joint draw of B2_F and "
+                             "tot_F_prec does not allow; use factors=False")
         self._dims = {**param_dims(self.priors.Lambda_prior),
-                      **(regression_dims(extra) if extra is not None else {})}
+                      **(regression_dims(extra) if extra is not None else {}),
+                      **(CIS_DIMS if cis_genotypes is not None else {})}
         self.record = ([*default_record(self.priors.Lambda_prior),
                         *(n for n in ("B2_F", "B2_R") if n in self._dims)] if record is None
                        else check_names("record", record, self._dims))
+        if record is None and cis_genotypes is not None:
+            self.record = [*self.record, "cis_effects"]
         self.functions = check_functions(
             functions, [*self._dims, *DERIVED_NEEDS, "Eta_mean"])
         self.verbose = check_bool("verbose", verbose)
@@ -270,6 +294,10 @@ class MegaLMM:
                       "chain_ids": self._chain_ids if chain_ids is not None else None,
                       "seed": self._seed, "record": list(self.record),
                       "functions": _picklable(self.functions)}
+        if Lambda_fixed is not None:  # only when given: other runs' fingerprints unchanged
+            self._spec["Lambda_fixed"] = Lambda_fixed
+        if cis_genotypes is not None:
+            self._spec["cis_genotypes"] = cis_genotypes
         if _resume is None:
             self.store = self._run_directory(run_dir)
             self.store.check_available(overwrite)  # before the setup: fail fast
@@ -295,6 +323,7 @@ class MegaLMM:
                 self.coords.marker = extra.names
                 kept = data if len(data) == self.design.n else data.loc[self.design.rows]
                 self._X2 = extra.rows_for(kept)
+            self._fixed, self._cis = self._model_parts(Lambda_fixed, cis_genotypes)
             self._transform = UserScale(self.latent, self.design.X1)
             self._build(self.observation)
         warn_about_data(self.design, self.latent, self._control.scale_Y, self.priors,
@@ -302,6 +331,30 @@ class MegaLMM:
         self.setup_seconds = time.perf_counter() - t0
         self.sampling_seconds, self.iterations_timed = 0.0, 0
         emit(self.describe(), self.verbose)
+
+    def _model_parts(self, Lambda_fixed: Any, cis_genotypes: Any
+                     ) -> tuple[FixedFactors | None, CisDesign | None]:
+        """Check ``Lambda_fixed`` and ``cis_genotypes``; label what they add."""
+        traits = list(self.coords.trait)
+        fixed = cis = None
+        if Lambda_fixed is not None:
+            fixed = parse_lambda_fixed(Lambda_fixed, traits, self._control.n_factors,
+                                       self.latent.scale)
+            self.coords.factor = fixed.names + free_factor_names(
+                self._control.n_factors - fixed.n)
+        if cis_genotypes is not None:
+            cis = parse_cis_genotypes(cis_genotypes, traits, list(self.design.rows))
+            self.coords.cis = list(range(cis.width))
+        return fixed, cis
+
+    @property
+    def cis_names(self) -> dict[Any, list[str]]:
+        """Names of each trait's ``cis_genotypes`` columns (the ``cis`` positions of
+        ``cis_effects``), traits with cis effects only; empty without ``cis_genotypes``."""
+        if self._cis is None:
+            return {}
+        return {t: names for t, names in zip(self.coords.trait, self._cis.names, strict=True)
+                if names}
 
     def _build(self, observation: ObservationModel) -> None:
         """Precompute for ``observation``'s trait groups and start the chains from ``seed``."""
@@ -313,7 +366,7 @@ class MegaLMM:
             self.data: ModelData = build_model_data(
                 self.design, self.latent, observation, groups, self.grid, self.priors,
                 self._control.n_factors, self._control.h2_step_size,
-                self.extra_regressions, self._X2)
+                self.extra_regressions, self._X2, fixed=self._fixed, cis=self._cis)
             seeds = np.random.SeedSequence(self._seed).spawn(self._n_chains + 1)
             self._search_seed = seeds[-1]  # for the missing-data map search
             self.chains = [Chain(self.data, np.random.default_rng(seeds[c]),

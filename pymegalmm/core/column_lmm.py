@@ -97,6 +97,7 @@ def sample_column_lmm(
     | None = None,
     coef_old: np.ndarray | None = None,
     h2_neighbourhoods: GridNeighbourhoods | None = None,
+    keep_tau: np.ndarray | None = None,
 ) -> ColumnLMMDraw:
     """Draw coefficients, total precisions, h2 and random effects of ``c`` columns.
 
@@ -126,6 +127,9 @@ def sample_column_lmm(
     h2_neighbourhoods : the grid's neighbourhoods for a Metropolis-Hastings step on h2
         (evaluated at the current and proposed points only); None draws h2 from its
         exact conditional over the whole grid.
+    keep_tau : (c,) bool, columns whose total precision stays at ``tau`` (without
+        regressors only: the fixed factors, whose loadings fix their scale); the
+        random numbers drawn are the same.
 
     Returns
     -------
@@ -161,6 +165,8 @@ def sample_column_lmm(
             ss = re.quadratic_forms_at(y, np.asarray(h2_index, dtype=np.intp))
         tau_new = (rng.standard_gamma(tau_prior.shape + 0.5 * n, size=c)
                    / (tau_prior.rate + 0.5 * ss))
+        if keep_tau is not None:
+            tau_new = np.where(keep_tau, tau, tau_new)
     if h2_neighbourhoods is None:
         h2_new = sample_grid_index(SS, re.log_det, log_prior_h2, tau_new, rng)
     else:

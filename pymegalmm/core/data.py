@@ -18,6 +18,8 @@ from .random_effects import RandomEffectsBackend
 if TYPE_CHECKING:
     from ..observation.base import ObservationModel
     from ..priors import Priors
+    from .cis import CisDesign
+    from .fixed_factors import FixedFactors
     from .regressions import RegressionData
 
 
@@ -97,6 +99,8 @@ class ModelData:
     h2_neighbourhoods : the grid's neighbourhoods for the Metropolis-Hastings h2 step
         (``Control.h2_step_size``); None: h2 drawn from its exact conditional.
     regressions : the extra regressions' ``X2`` (:mod:`pymegalmm.core.regressions`), or None.
+    fixed : the fixed first rows of ``Lambda`` (:mod:`pymegalmm.core.fixed_factors`), or None.
+    cis : each trait's own regressors (:mod:`pymegalmm.core.cis`), or None.
     """
 
     Y: np.ndarray
@@ -111,6 +115,13 @@ class ModelData:
     observation: ObservationModel | None = None
     h2_neighbourhoods: GridNeighbourhoods | None = None
     regressions: RegressionData | None = None
+    fixed: FixedFactors | None = None
+    cis: CisDesign | None = None
+
+    @property
+    def n_fixed(self) -> int:
+        """Number of fixed factors (the first rows of ``Lambda``)."""
+        return 0 if self.fixed is None else self.fixed.n
 
     @property
     def n(self) -> int:

@@ -17,7 +17,8 @@ def initial_state(d: ModelData, rng: np.random.Generator) -> ChainState:
     Loadings ``N(0, 1)``, ``tot_Eta_prec`` from its prior, ``tot_F_prec = 1``, grid
     indices uniform over points with positive prior weight, random effects from
     their priors, ``B1 ~ N(0, 1)``, factor scores from their prior, the loadings
-    prior's own starting state (:meth:`~pymegalmm.priors.LambdaPrior.initialize`),
+    prior's own starting state (:meth:`~pymegalmm.priors.LambdaPrior.initialize`, on the
+    free rows of ``Lambda``; fixed rows as given), cis effects at 0,
     the extra regressions' coefficients and scales from their prior (``F`` then gets
     ``X2 B2_F`` added),
     and the latent ``Eta`` drawn by the observation model given these values.
@@ -27,6 +28,9 @@ def initial_state(d: ModelData, rng: np.random.Generator) -> ChainState:
     re_F = d.factor_re
     r = re_F.n_coef
     Lambda = standard_normal(rng, k, t)
+    kf = d.n_fixed
+    if kf:  # fixed factors: their rows as given (R: overwritten after the draw)
+        Lambda[:kf] = d.fixed.scaled
     tau = rng.gamma(pri.tot_Y_var.shape, 1.0 / pri.tot_Y_var.rate, size=t)
     tau_F = np.ones(k)
     resid_idx = rng.choice(np.flatnonzero(np.isfinite(d.log_prior_resid)), size=t)
@@ -39,7 +43,7 @@ def initial_state(d: ModelData, rng: np.random.Generator) -> ChainState:
     QtF = np.asfortranarray(
         re_F.genetic_values(U_F) + standard_normal(rng, n, k) * np.sqrt((1.0 - h_F) / tau_F)
     )
-    prior_state = pri.Lambda_prior.initialize(Lambda, tau, rng)
+    prior_state = pri.Lambda_prior.initialize(Lambda[kf:] if kf else Lambda, tau, rng)
     Eta = np.asfortranarray(np.where(np.isnan(d.Y), 0.0, d.Y))
     s = ChainState(
         Eta=Eta, QtEta=[g.re.rotate(Eta[g.block]) for g in d.groups], B1=B1, Lambda=Lambda,
@@ -50,5 +54,7 @@ def initial_state(d: ModelData, rng: np.random.Generator) -> ChainState:
     if d.regressions is not None:  # B2_F, B2_R and their scales from the prior; F += X2 B2_F
         s.extra = initial_regressions(d.regressions, k, t, rng)
         s.QtF = factor_mean(d.regressions, s.extra, s.QtF)
+    if d.cis is not None:  # each trait's own effects start at 0 (drawn first in step 0)
+        s.cis_effects = np.zeros((t, d.cis.width))
     d.observation.sample_latent(s, d, EtaConditional(s, d, mean=eta_mean(s, d)), rng)
     return s

@@ -21,10 +21,11 @@ import numpy as np
 
 from ..errors import SamplerError
 from ..linalg import matmul, standard_normal
+from .cis import sample_cis_effects
 from .column_lmm import sample_column_lmm
 from .data import ModelData, Workspace
 from .factor_scores import sample_factor_scores, sample_factor_scores_by_pattern
-from .mean import EtaConditional, residual_proportion
+from .mean import EtaConditional, eta_mean, residual_proportion
 from .regressions import factor_mean, precision, update_precisions
 from .state import ChainState
 
@@ -47,16 +48,26 @@ def gibbs_iteration(s: ChainState, d: ModelData, work: Workspace | None = None) 
 def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
     rng, k, n, pri = s.rng, d.n_factors, d.n, d.priors
     lambda_prior = pri.Lambda_prior
+    kf = d.n_fixed  # fixed factors: the first kf rows of Lambda, held at their values
     F = None if d.single_group else d.factor_re.unrotate(s.QtF)
+
+    # Step 0 (cis_genotypes only). Each trait's own regression X_cis b_cis given the rest
+    # (U_R included), flat prior, as R's cis_eQTL_model; step 1 then regresses Eta - X_cis b.
+    cis_part = None
+    if d.cis is not None:
+        psi = residual_proportion(d.grid, s.resid_h2_index) / s.tot_Eta_prec
+        sample_cis_effects(s.cis_effects, d.cis, s.Eta - eta_mean(s, d, cis=False), psi, rng)
+        cis_part = d.cis.mean(s.cis_effects)
 
     # Steps 1-2. Traits, group by group in the group's own rotated rows: loadings (under the
     # loadings prior), fixed effects and tot_Eta_prec jointly given resid_h2 (or by the
     # prior's own draw, LambdaPrior.sample_loadings), then resid_h2 and U_R.  Keep
     # Eta - X1 B1 - Z U_R for the factor scores.
-    prior_prec = np.broadcast_to(lambda_prior.precision(s.lambda_prior), s.Lambda.shape)
+    free = s.Lambda[kf:] if kf else s.Lambda
+    prior_prec = np.broadcast_to(lambda_prior.precision(s.lambda_prior), free.shape)
     prior_mean = lambda_prior.mean(s.lambda_prior)
     if prior_mean is not None:
-        prior_mean = np.broadcast_to(prior_mean, s.Lambda.shape)
+        prior_mean = np.broadcast_to(prior_mean, free.shape)
     pen_sampler = None
     if lambda_prior.has_loadings_sampler:  # the prior's own draw (BayesC); else the Gaussian
         def pen_sampler(regression, _state=s.lambda_prior):
@@ -68,6 +79,12 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
         every = g.cols.size == d.t  # one group with every trait: no gather/scatter copies
         cols = slice(None) if every else g.cols
         X_pen = s.QtF if gi == 0 else g.re.rotate(F[g.rows])
+        y = s.QtEta[gi]
+        if cis_part is not None:
+            y = np.asfortranarray(y - g.re.rotate(cis_part[g.block]))
+        if kf:  # the fixed factors' part is known: regress on the free factors only
+            y = matmul(X_pen[:, :kf], s.Lambda[:kf, cols], alpha=-1.0, beta=1.0, source=y)
+            X_pen = np.asfortranarray(X_pen[:, kf:])
         pen_prec, pen_mean = prior_prec[:, cols], (None if prior_mean is None
                                                    else prior_mean[:, cols])
         if b2:
@@ -76,22 +93,26 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
             if pen_mean is not None:
                 pen_mean = np.vstack([np.zeros((b2, pen_mean.shape[1])), pen_mean])
         draw = sample_column_lmm(
-            g.re, s.QtEta[gi], s.resid_h2_index[cols], pri.tot_Y_var, d.log_prior_resid, rng,
+            g.re, y, s.resid_h2_index[cols], pri.tot_Y_var, d.log_prior_resid, rng,
             work, X_pen=X_pen, X_flat=g.QtX1, prior_prec=pen_prec, prior_mean=pen_mean,
             tau=s.tot_Eta_prec[cols], drop_flat=g.drop_fixed, residual=True,
             effects_out=s.U_R if every else None, key=str(gi), pen_sampler=pen_sampler,
             coef_old=None if pen_sampler is None else np.concatenate(
-                [s.Lambda[:, cols], s.B1[:, cols]]),
+                [s.Lambda[kf:, cols], s.B1[:, cols]]),
             h2_neighbourhoods=d.h2_neighbourhoods,
         )
         if b2:  # keep Eta - X1 B1 - X2 B2_R - Z U_R for the factor scores
             s.extra["B2_R"][:, cols] = draw.coef[:b2]
             matmul(rd.QtX2[gi], draw.coef[:b2], out=draw.residual, alpha=-1.0, beta=1.0)
-        s.Lambda[:, cols], s.B1[:, cols] = draw.coef[b2:b2 + k], draw.coef[b2 + k:]
+        s.Lambda[kf:, cols], s.B1[:, cols] = draw.coef[b2:b2 + k - kf], draw.coef[b2 + k - kf:]
         s.tot_Eta_prec[cols], s.resid_h2_index[cols] = draw.tau, draw.h2_index
         if not every:
             s.U_R[:, cols] = draw.effects
-        residuals.append(draw.residual)
+        residual = draw.residual
+        if kf:  # the factor scores need Eta - X1 B1 - Z U_R (- X_cis b_cis): add F_fixed back
+            QtF_all = s.QtF if gi == 0 else g.re.rotate(F[g.rows])
+            residual = matmul(QtF_all[:, :kf], s.Lambda[:kf, cols], out=residual, beta=1.0)
+        residuals.append(residual)
 
     # Steps 3-5. Factors: tot_F_prec given the previous F_h2, then F_h2 and U_F.  (With
     # Control.h2_step_size, resid_h2 and F_h2 move by one Metropolis-Hastings step.)
@@ -101,7 +122,9 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
     draw = sample_column_lmm(re_F, s.QtF, s.F_h2_index, pri.tot_F_var, d.log_prior_factor,
                              rng, work, key="F", h2_neighbourhoods=d.h2_neighbourhoods,
                              **({"X_pen": rd.QtX2[0], "prior_prec": precision(s.extra, "B2_F"),
-                                 "tau": s.tot_F_prec} if on_F else {}))
+                                 "tau": s.tot_F_prec} if on_F else {}),
+                             **({"tau": s.tot_F_prec, "keep_tau": np.arange(k) < kf}
+                                if kf else {}))
     s.tot_F_prec, s.F_h2_index, s.U_F = draw.tau, draw.h2_index, draw.effects
     if on_F:
         s.extra["B2_F"] = draw.coef
@@ -123,7 +146,8 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
         s.QtF = re_F.rotate(F)
 
     # Step 7. The loadings prior's own parameters (ARD: local phi, then global deltas).
-    s.lambda_prior = lambda_prior.update(s.Lambda, s.tot_Eta_prec, s.lambda_prior, rng)
+    s.lambda_prior = lambda_prior.update(s.Lambda[kf:] if kf else s.Lambda, s.tot_Eta_prec,
+                                         s.lambda_prior, rng)
 
     # Step 8. The extra regressions' horseshoe scales (only with extra_regressions).
     if rd is not None:

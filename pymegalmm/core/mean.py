@@ -18,13 +18,18 @@ def residual_proportion(grid: np.ndarray, index: np.ndarray) -> np.ndarray:
     return 1.0 - grid[:, index].sum(axis=0)
 
 
-def eta_mean(s: ChainState, d: ModelData) -> np.ndarray:
+def eta_mean(s: ChainState, d: ModelData, cis: bool = True) -> np.ndarray:
     """Expected value of ``Eta`` for every cell: ``X1 B1 + F Lambda + Z U_R`` (scaled units),
-    plus ``X2 B2_R`` with extra regressions on the traits.
+    plus ``X2 B2_R`` with extra regressions on the traits, and each trait's own
+    ``X_cis b_cis`` (``cis_genotypes``) unless ``cis`` is False.
 
     Cells outside their group's rows (predicted only) get the same formula, with the
     random effects mapped to all rows.
     """
+    if cis and d.cis is not None:
+        out = eta_mean(s, d, cis=False)
+        out += d.cis.mean(s.cis_effects)
+        return out
     if d.single_group:
         g = d.groups[0]  # rotated Z U_R + F Lambda + X1 B1, then back to the original rows
         mean = matmul(s.QtF, s.Lambda, out=g.re.genetic_values(s.U_R), beta=1.0)

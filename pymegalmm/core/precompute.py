@@ -15,7 +15,9 @@ from ..design import Design
 from ..observation.base import LatentScale, ObservationModel
 from ..priors import Priors, h2_log_prior
 from ..regressions import ExtraRegression
+from .cis import CisDesign
 from .data import GroupData, ModelData, RowPatterns
+from .fixed_factors import FixedFactors
 from .h2_metropolis import grid_neighbourhoods
 from .identifiability import unidentifiable_fixed_effects
 from .memory import estimate_precompute_bytes
@@ -99,12 +101,14 @@ def build_model_data(design: Design, latent: LatentScale, observation: Observati
                      groups: Groups, grid: np.ndarray, priors: Priors, n_factors: int,
                      h2_step_size: float | None = None,
                      extra: ExtraRegression | None = None,
-                     X2: np.ndarray | None = None) -> ModelData:
+                     X2: np.ndarray | None = None, *, fixed: FixedFactors | None = None,
+                     cis: CisDesign | None = None) -> ModelData:
     """Precompute everything the chains need for the given trait groups.
 
     With ``h2_step_size`` (``Control.h2_step_size``), also the grid's neighbourhoods
     for the Metropolis-Hastings h2 step; with ``extra`` and its ``X2`` (``n x x2``, rows of
-    the data), ``X2`` rotated into each group's rows.
+    the data), ``X2`` rotated into each group's rows; with ``fixed`` (fixed factors) and
+    ``cis`` (each trait's own regressors, prepared here for the groups' rows), those parts.
     """
     observed = latent.observed
     X1 = design.X1
@@ -141,4 +145,6 @@ def build_model_data(design: Design, latent: LatentScale, observation: Observati
             X2=np.ascontiguousarray(X2, dtype=float),
             QtX2=[np.ascontiguousarray(g.re.rotate(X2[g.rows])) for g in group_data],
             factors=extra.factors, resids=extra.resids, prior=extra.prior),
+        fixed=fixed,
+        cis=None if cis is None else cis.for_groups(groups, list(design.traits)),
     )

@@ -41,6 +41,8 @@ def reorder_factors(s: ChainState, d: ModelData, drop_cor_threshold: float = 0.6
        factor-indexed parameter is permuted with them (including ``F_h2_index`` and
        the loadings prior's factor-indexed state, which R MegaLMM 0.9.5 leaves
        unpermuted, METHOD.md Q6), and ``B2_F`` with its prior's per-factor scales.
+       Fixed factors (``Lambda_fixed``) are never zeroed and stay first, in their
+       order; only the free factors are sorted.
     3. The loadings prior re-tunes its state
        (:meth:`~pymegalmm.priors.LambdaPrior.refresh`; ARD: ``delta_1`` reset to 1,
        then 10 updates; horseshoe: 10 updates).
@@ -51,21 +53,25 @@ def reorder_factors(s: ChainState, d: ModelData, drop_cor_threshold: float = 0.6
         The permutation applied (new position -> old factor index).
     """
     re_F = d.factor_re
+    kf = d.n_fixed
     F = re_F.unrotate(s.QtF)
     zero = _correlated_columns(F, drop_cor_threshold)
+    zero[:kf] = False  # fixed factors are kept
     s.QtF[:, zero] = 0.0
     genetic_F = re_F.unrotate(re_F.genetic_values(s.U_F))
     zero_g = _correlated_columns(np.where(zero, 0.0, genetic_F), drop_cor_threshold)
+    zero_g[:kf] = False
     s.QtF[:, zero_g] = 0.0
     if _M_EFF in s.lambda_prior:  # the prior measures its factors (horseshoe): as R
-        m_eff = np.array(s.lambda_prior[_M_EFF], dtype=float, copy=True)
-        m_eff[zero | zero_g] = 0.0
+        m_eff = np.array(s.lambda_prior[_M_EFF], dtype=float, copy=True)  # free factors
+        m_eff[(zero | zero_g)[kf:]] = 0.0
         s.lambda_prior = {**s.lambda_prior, _M_EFF: m_eff}
-        order = np.argsort(-m_eff, kind="stable")
+        free_order = np.argsort(-m_eff, kind="stable")
     else:
         F = re_F.unrotate(s.QtF)
         size = np.square(s.Lambda).sum(axis=1) * np.square(F).mean(axis=0)
-        order = np.argsort(-size, kind="stable")
+        free_order = np.argsort(-size[kf:], kind="stable")
+    order = np.concatenate([np.arange(kf), kf + free_order]).astype(np.intp)
     s.Lambda = np.asfortranarray(s.Lambda[order])
     s.QtF = np.asfortranarray(s.QtF[:, order])
     s.U_F = np.asfortranarray(s.U_F[:, order])
@@ -73,6 +79,7 @@ def reorder_factors(s: ChainState, d: ModelData, drop_cor_threshold: float = 0.6
     s.F_h2_index = s.F_h2_index[order].copy()
     s.extra = permute_factors(s.extra, order)  # B2_F and its per-factor scales
     prior = d.priors.Lambda_prior
-    state = prior.permute(s.lambda_prior, order)
-    s.lambda_prior = prior.refresh(s.Lambda, s.tot_Eta_prec, state, s.rng)
+    state = prior.permute(s.lambda_prior, free_order)
+    s.lambda_prior = prior.refresh(s.Lambda[kf:] if kf else s.Lambda, s.tot_Eta_prec, state,
+                                   s.rng)
     return order

@@ -49,6 +49,8 @@ class ChainState:
     lambda_prior : dict of str -> array, the loadings prior's state.
     extra : dict of str -> array, the extra regressions' ``B2_F``, ``B2_R`` and their
         prior's scales (:mod:`pymegalmm.core.regressions`); empty without them.
+    cis_effects : (t, c_max) each trait's own regression coefficients (``cis_genotypes``;
+        zero beyond the trait's ``c_j``); ``(0, 0)`` without.
     """
 
     Eta: np.ndarray
@@ -66,6 +68,7 @@ class ChainState:
     rng: np.random.Generator
     lambda_prior: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    cis_effects: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def __getattr__(self, name: str) -> np.ndarray:
         # only called when normal lookup fails: the loadings prior's arrays by name

@@ -23,6 +23,9 @@ name              dims (after chain, draw)    meaning
 ``B2_R``          marker, trait               extra regressions' direct effects on traits
 ``Lambda_beta``   factor, covariate           loadings' coefficients on trait covariates
                                               (ARD with ``trait_covariates``; working scale)
+``cis_effects``   trait, cis                  each trait's own regression coefficients
+                                              (``cis_genotypes``; NaN beyond the trait's
+                                              columns; ``MegaLMM.cis_names`` names them)
 ``U``             level, trait                genetic values ``U_F Lambda + U_R``
 ``G``             component, trait, trait2    covariance of each random effect
 ``R``             trait, trait2               residual covariance
@@ -117,7 +120,12 @@ DESCRIPTIONS: dict[str, str] = {
     "h2": "share of each trait's variance due to each random effect",
     "Eta_mean": "posterior mean of the expected value of Y (predictions), user's scale",
     "lp": "log density of the latent Eta under the factor model (user's scale), per draw",
+    "cis_effects": "each trait's own (cis) regression coefficients on its cis_genotypes "
+                   "columns, user's scale; NaN beyond the trait's columns",
 }
+
+#: Dims of the cis effects (a model with ``cis_genotypes``).
+CIS_DIMS: dict[str, tuple[str, ...]] = {"cis_effects": ("trait", "cis")}
 
 
 @dataclass
@@ -135,6 +143,8 @@ class Coordinates:
     covariate: list[str] = field(default_factory=list)
     #: Covariates of the extra regressions (``X2``'s columns), if any.
     marker: list[str] = field(default_factory=list)
+    #: Positions of the cis effects (``cis_genotypes``): ``0 .. max c_j - 1``.
+    cis: list[int] = field(default_factory=list)
 
     def for_dims(self, dims: Iterable[str]) -> dict[str, list]:
         """Coordinate values for the given dims."""

@@ -66,7 +66,10 @@ class Recorder:
         values = self.transform.parameters(s, d)
         expected = self.transform.expected_Y(s, d)
         values["lp"] = np.float64(self.transform.eta_log_density(s, d, expected))
+        padded = self.transform.nan_padded(d)
         for name, value in [*values.items(), ("Eta_mean", expected)]:
+            if name in padded:  # NaN by design where a parameter does not exist
+                value = np.where(np.isnan(value), 0.0, value)
             if not np.all(np.isfinite(value)):
                 raise SamplerError(f"{self.label}iteration {s.nrun}: {name} has non-finite "
                                    "values on the user's scale")

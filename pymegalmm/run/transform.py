@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.data import ModelData
+from ..core.fixed_factors import pad_prior_record
 from ..core.mean import eta_mean, residual_proportion
 from ..core.regressions import precision
 from ..core.state import ChainState
@@ -47,8 +48,19 @@ class UserScale:
         if self.mean_in_B1 is not None:
             B1 = B1 + np.outer(self.mean_in_B1, self.center)
             B1[d.drop_fixed.T.astype(bool)] = 0.0  # not identifiable: fixed at 0
+        Lambda = s.Lambda / f_sd[:, None] * sd
+        prior_record = d.priors.Lambda_prior.record(s.lambda_prior)
+        if d.fixed is not None:  # fixed rows recorded exactly as given; prior: free rows
+            Lambda[:d.n_fixed] = d.fixed.user
+            prior_record = pad_prior_record(prior_record, d.priors.Lambda_prior.state_dims,
+                                            d.n_fixed)
+        cis_record = {}
+        if d.cis is not None:  # each trait's own effects, NaN beyond its c_j
+            cis = s.cis_effects * sd[:, None]
+            cis[np.arange(cis.shape[1])[None, :] >= d.cis.n_cis[:, None]] = np.nan
+            cis_record["cis_effects"] = cis
         return {
-            "Lambda": s.Lambda / f_sd[:, None] * sd,
+            "Lambda": Lambda,
             "F": re.unrotate(s.QtF) * f_sd,
             "U_F": re.to_levels(s.U_F) * f_sd,
             "U_R": self.residual_effects_levels(s, d) * sd,
@@ -57,7 +69,8 @@ class UserScale:
             "resid_h2": grid[:, s.resid_h2_index],
             "tot_Eta_prec": s.tot_Eta_prec / sd**2,
             "tot_F_prec": s.tot_F_prec.copy(),
-            **d.priors.Lambda_prior.record(s.lambda_prior),
+            **prior_record,
+            **cis_record,
             **self.regression_parameters(s, f_sd),
         }
 
@@ -72,6 +85,19 @@ class UserScale:
             out["B2_R"] = s.extra["B2_R"] * self.scale
             out["B2_R_prec"] = precision(s.extra, "B2_R") * s.tot_Eta_prec / self.scale**2
         return out
+
+    @staticmethod
+    def nan_padded(d: ModelData) -> frozenset[str]:
+        """Recorded names that hold NaN by design: ``cis_effects`` beyond each trait's
+        columns, and with fixed factors the loadings prior's factor-indexed arrays at the
+        fixed factors (which it does not shrink)."""
+        names = set()
+        if d.cis is not None:
+            names.add("cis_effects")
+        if d.fixed is not None:
+            prior = d.priors.Lambda_prior
+            names.update(n for n in prior.recorded if "factor" in prior.state_dims.get(n, ()))
+        return frozenset(names)
 
     def expected_Y(self, s: ChainState, d: ModelData) -> np.ndarray:
         """``E[Y]`` of every cell on the user's scale."""
