@@ -26,15 +26,16 @@ from tqdm.auto import tqdm
 
 from ._logging import emit
 from .control import Control
-from .core.cis import CisDesign, parse_cis_genotypes
+from .core.cis import CisDesign
 from .core.data import ModelData
-from .core.fixed_factors import FixedFactors, free_factor_names, parse_lambda_fixed
+from .core.fixed_factors import FixedFactors, free_factor_names
 from .core.grid import make_h2_grid
 from .core.precompute import build_model_data, check_memory, group_bytes
 from .core.state import ChainState
 from .design import Design, build_design
 from .errors import ConcurrencyError, InputError, InputTypeError, RunDirectoryError, StoreError
 from .linalg import sampling_threads, single_threaded_blas
+from .model_parts import parse_cis_genotypes, parse_lambda_fixed
 from .observation import GaussianMissing, MissingDataMap, ObservationModel
 from .priors import Priors
 from .regressions import REGRESSION_DESCRIPTIONS, ExtraRegression, regression_dims

@@ -19,15 +19,12 @@ The traits' step then regresses ``Eta - X_cis b_cis``.  The effects are recorded
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.linalg as sla
 
-from ..errors import InputError, InputTypeError, LabelError
+from ..errors import InputError
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,78 +93,6 @@ class CisDesign:
             if c:
                 out[:, j] = X @ cis_effects[j, :c]
         return out
-
-
-def parse_cis_genotypes(cis_genotypes: Any, traits: list, rows: list) -> CisDesign:
-    """Check ``cis_genotypes`` and order it by trait.
-
-    Parameters
-    ----------
-    cis_genotypes : mapping of trait -> pandas.DataFrame or array
-        Each trait's ``n x c_j`` design (a 1-D array is one column); traits not in
-        the mapping have none.  A DataFrame's columns name the effects (arrays get
-        ``"0", "1", ...``); its rows are matched to the data's rows by label when its
-        index is not pandas' default ``RangeIndex`` (every row of the data needed),
-        else by position.  Finite numbers; no constant columns.
-    traits : labels of the model's traits.
-    rows : labels of the data's rows.
-
-    Raises
-    ------
-    InputTypeError, InputError, LabelError
-        Naming ``cis_genotypes``.
-    """
-    if not isinstance(cis_genotypes, Mapping):
-        raise InputTypeError("cis_genotypes must be a dict {trait: DataFrame or array "
-                             f"(n x c)}}, got {type(cis_genotypes).__name__}")
-    index = {str(t): j for j, t in enumerate(traits)}
-    unknown = [k for k in cis_genotypes if str(k) not in index]
-    if unknown:
-        raise LabelError(f"cis_genotypes has keys that are not traits: {unknown[:10]}")
-    n = len(rows)
-    X: list[np.ndarray] = [np.zeros((n, 0))] * len(traits)
-    names: list[list[str]] = [[] for _ in traits]
-    for key, value in cis_genotypes.items():
-        j = index[str(key)]
-        where = f"cis_genotypes[{key!r}]"
-        if isinstance(value, pd.DataFrame):
-            if not isinstance(value.index, pd.RangeIndex):
-                lookup = {str(r): r for r in value.index}
-                missing = [r for r in rows if str(r) not in lookup]
-                if missing:
-                    raise LabelError(f"{where} has no row for the data's rows {missing[:10]}")
-                value = value.loc[[lookup[str(r)] for r in rows]]
-            if not all(pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt)
-                       for dt in value.dtypes):
-                raise InputTypeError(f"{where} must hold numbers")
-            cols = [str(c) for c in value.columns]
-            arr = value.to_numpy(dtype=float)
-        else:
-            try:
-                arr = np.asarray(value, dtype=float)
-            except (TypeError, ValueError) as exc:
-                raise InputTypeError(f"{where} must be a DataFrame or a numeric array, got "
-                                     f"{type(value).__name__}") from exc
-            if arr.ndim == 1:
-                arr = arr[:, None]
-            if arr.ndim != 2:
-                raise InputError(f"{where} must be 2-D (n x c), got shape {arr.shape}")
-            cols = [str(i) for i in range(arr.shape[1])]
-        if arr.shape[0] != n:
-            raise InputError(f"{where} has {arr.shape[0]} rows, the data {n}")
-        if arr.shape[1] == 0:
-            raise InputError(f"{where} has no columns (leave the trait out instead)")
-        if len(set(cols)) < len(cols):
-            raise InputError(f"{where} has repeated column names")
-        if not np.all(np.isfinite(arr)):
-            raise InputError(f"{where} has missing or non-finite values")
-        constant = [c for c, v in zip(cols, np.ptp(arr, axis=0), strict=True) if v == 0]
-        if constant:
-            raise InputError(f"{where} has constant columns {constant[:10]} (confounded "
-                             "with the intercept)")
-        X[j] = np.ascontiguousarray(arr)
-        names[j] = cols
-    return CisDesign(X=X, names=names)
 
 
 def sample_cis_effects(cis_effects: np.ndarray, cis: CisDesign, residual: np.ndarray,

@@ -18,12 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import pandas as pd
-
-from ..errors import InputError, InputTypeError, LabelError
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,58 +41,6 @@ class FixedFactors:
     def n(self) -> int:
         """Number of fixed factors ``k_f``."""
         return len(self.names)
-
-
-def parse_lambda_fixed(Lambda_fixed: Any, traits: list, n_factors: int,
-                       scale: np.ndarray) -> FixedFactors:
-    """Check ``Lambda_fixed`` and put its columns in the traits' order.
-
-    Parameters
-    ----------
-    Lambda_fixed : pandas.DataFrame
-        Rows: fixed factors (index: their names); columns: traits, matched by name
-        (every trait, any order; no others).  Finite numbers.
-    traits : labels of the model's traits.
-    n_factors : total number of factors (fixed and free); at least one must be free.
-    scale : (t,) the traits' scale (``user = sampler * scale + center``).
-
-    Raises
-    ------
-    InputTypeError, InputError, LabelError
-        Naming ``Lambda_fixed``.
-    """
-    if not isinstance(Lambda_fixed, pd.DataFrame):
-        raise InputTypeError("Lambda_fixed must be a pandas DataFrame (rows: fixed factors, "
-                             f"columns: traits), got {type(Lambda_fixed).__name__}")
-    L = Lambda_fixed
-    if L.shape[0] == 0:
-        raise InputError("Lambda_fixed has no rows (fixed factors)")
-    if L.shape[0] >= n_factors:
-        raise InputError(f"Lambda_fixed has {L.shape[0]} rows (fixed factors) but n_factors is "
-                         f"{n_factors}: at least one factor must be free (as R MegaLMM)")
-    names = [str(v) for v in L.index]
-    if len(set(names)) < len(names):
-        raise InputError(f"Lambda_fixed's row names (fixed factors) must be distinct: {names}")
-    free = free_factor_names(n_factors - len(names))
-    clash = sorted(set(names) & set(free))
-    if clash:
-        raise InputError(f"Lambda_fixed's row names {clash} clash with the free factors' "
-                         f"names {free}")
-    columns = {str(c): c for c in L.columns}
-    wanted = [str(t) for t in traits]
-    missing = [t for t in wanted if t not in columns]
-    extra = [c for c in columns if c not in set(wanted)]
-    if missing or extra:
-        raise LabelError(f"Lambda_fixed's columns must be the traits: missing {missing[:10]}, "
-                         f"not traits {extra[:10]}")
-    block = L[[columns[t] for t in wanted]]
-    if not all(pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt)
-               for dt in block.dtypes):
-        raise InputTypeError("Lambda_fixed must hold numbers")
-    user = block.to_numpy(dtype=float)
-    if not np.all(np.isfinite(user)):
-        raise InputError("Lambda_fixed has missing or non-finite values")
-    return FixedFactors(names=names, user=user, scaled=user / np.asarray(scale)[None, :])
 
 
 def free_factor_names(k_r: int) -> list[str]:
