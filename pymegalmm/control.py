@@ -42,8 +42,10 @@ class Control:
         Refuse to allocate precomputed factors above this size (several random
         effects need ``G (n^2 + r^2)`` doubles).  Default 8.
     n_threads : int or None
-        OpenMP threads for the kernels; None uses OpenMP's default.  Results do
-        not depend on it.
+        OpenMP threads for the kernels; None uses every core, or one thread for
+        small data (fewer than 150,000 cells, where a second thread costs more than
+        it gives).  With chains in parallel processes, the cores are split between
+        them.  Results do not depend on it.
     h2_step_size : float or None
         None (default): each trait's ``resid_h2`` and each factor's ``F_h2`` are drawn
         from their exact discrete conditional, evaluated at every grid point.  A number

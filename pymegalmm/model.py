@@ -85,6 +85,13 @@ def _picklable(functions: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Below this many cells (rows x traits) the kernels run on one thread unless
+#: ``Control.n_threads`` says otherwise.  Measured on 2 idle cores, n = 500, 15 factors,
+#: sleeping OpenMP threads: t = 20: 1 thread 1.95 ms/iteration, 2 threads 2.91; t = 100:
+#: 3.06 vs 3.54; t = 1000: 15.5 vs 11.1 (``benchmarks/iteration.py --only threads``).
+SMALL_PROBLEM_CELLS = 150_000
+
+
 class _States(Sequence[ChainState]):
     """The chains' states as a list; assigning one continues that chain from it."""
 
@@ -311,6 +318,12 @@ class MegaLMM:
         with single_threaded_blas():
             self.design: Design = build_design(Y, formula, data, relmat,
                                                K_eigen_tol=self._control.K_eigen_tol)
+            self._kernel_threads = self._control.n_threads
+            if self._kernel_threads is None and \
+                    self.design.n * self.design.n_traits < SMALL_PROBLEM_CELLS:
+                # a small iteration gains less from a second thread than waking it costs
+                # (idle OpenMP threads sleep: _config.set_wait_policy); same draws
+                self._kernel_threads, self._threads = 1, 1
             if not self.design.random:
                 raise ValueError("the formula has no random-effect term; MegaLMM needs at "
                                  "least one, e.g. '~ 1 + (1|Line)'")
@@ -567,7 +580,7 @@ class MegaLMM:
                 with tqdm(total=sum(todo), disable=not progress, desc="MegaLMM",
                           unit="it") as bar, deferred_interrupt() as stop:
                     if pool is None:
-                        with sampling_threads(self._control.n_threads):
+                        with sampling_threads(self._kernel_threads):
                             for chain, n in zip(self.chains, todo, strict=True):
                                 chain.sample(n, callback=lambda: bar.update(1), stop=stop)
                                 if stop():
@@ -617,7 +630,7 @@ class MegaLMM:
         drop_cor_threshold = check_float("drop_cor_threshold", drop_cor_threshold, low=0.0,
                                          high=1.0, low_open=True)
         self._level("reorder_factors")
-        with self._exclusive("reorder_factors"), sampling_threads(self._control.n_threads):
+        with self._exclusive("reorder_factors"), sampling_threads(self._kernel_threads):
             for chain in self.chains:
                 chain.reorder_factors(drop_cor_threshold)
         self.clear_posterior()
