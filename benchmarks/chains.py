@@ -20,6 +20,9 @@ Cases (each in a fresh process, so that OpenMP reads its settings at start-up):
 4. **contention**: one chain with 2 threads while another process keeps one core
    busy (a Python busy loop), passive vs active waiting: ms per iteration, and the
    ratio to the same run on the idle machine.
+5. **small data** (``--small``): one chain, t in {20, 100, 1000}, 1 vs 2 kernel threads
+   with passive waiting (and 2 with active): why data under
+   ``pymegalmm.model.SMALL_PROBLEM_CELLS`` cells sample on one thread by default.
 """
 
 from __future__ import annotations
@@ -118,13 +121,29 @@ def run(t: int, iters: int) -> None:
     print(f"load average after: {os.getloadavg()}")
 
 
+def small(iters: int = 200) -> None:
+    """Section 5: 1 vs 2 kernel threads for small t."""
+    print(f"load average before: {os.getloadavg()}")
+    passive, active = {"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}
+    print("t      1 thread  2 threads  2 threads (active waiting)   ms/iteration")
+    for t in (20, 100, 1000):
+        one = _results(_start(t, iters, 1, 1, 1, passive))[0]["ms_per_iter_per_chain"]
+        two = _results(_start(t, iters, 1, 1, 2, passive))[0]["ms_per_iter_per_chain"]
+        act = _results(_start(t, iters, 1, 1, 2, active))[0]["ms_per_iter_per_chain"]
+        print(f"{t:<6} {one:9.2f} {two:10.2f} {act:27.2f}")
+    print(f"load average after: {os.getloadavg()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="t=100, 60 iterations")
     parser.add_argument("--t", type=int, default=1000)
     parser.add_argument("--iterations", type=int, default=150)
+    parser.add_argument("--small", action="store_true", help="section 5 only")
     args = parser.parse_args()
-    if args.quick:
+    if args.small:
+        small()
+    elif args.quick:
         run(100, 60)
     else:
         run(args.t, args.iterations)
