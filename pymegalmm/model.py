@@ -571,6 +571,12 @@ class MegaLMM:
         n_iter = check_int("n_iter", n_iter, minimum=0)
         progress = check_bool("progress", progress)
         with self._exclusive("sample"):
+            torn = [c for c, chain in enumerate(self.chains) if chain.torn]
+            if torn:  # here, not in the chain: a worker would not know
+                raise RuntimeError(
+                    f"chain(s) {torn} were interrupted in the middle of an iteration, so their "
+                    "arrays may disagree; resume the run from its last saved chunk "
+                    "(MegaLMM.resume) or create the model again")
             target = max(c.nrun for c in self.chains) + n_iter
             todo = [target - c.nrun for c in self.chains]
             t0 = time.perf_counter()

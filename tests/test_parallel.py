@@ -137,3 +137,13 @@ def test_workers_import_what_this_process_imports(tmp_path, monkeypatch):
     m.sample(4, progress=False)
     assert m._pool is not None and m.iteration == 4
     m.close()
+
+
+def test_a_torn_chain_is_refused_in_processes_too(tmp_path):
+    m = model(tmp_path, "torn", 2, chains=2)
+    m.sample(2, progress=False)
+    m.chains[1].torn = True  # as after a second Ctrl-C inside an iteration
+    with pytest.raises(RuntimeError, match=r"chain\(s\) \[1\].*MegaLMM.resume"):
+        m.sample(2, progress=False)
+    assert [c.nrun for c in m.chains] == [2, 2]
+    m.close()
