@@ -30,6 +30,9 @@ REFRESH_UPDATES = 10
 class HorseshoePrior(LambdaPrior):
     """Horseshoe shrinkage prior on the factor loadings, ordered by a sequence of factor scales.
 
+    .. warning:: Simulation-based calibration (``docs/validation.md``) finds this prior's
+       ``Lambda' Lambda`` ranks U-shaped (posteriors too narrow); under investigation.
+
     ``lambda_kj ~ N(0, tau2 * phi2_kj * c_k / tot_Eta_prec_j)`` with
 
     - local scales ``sqrt(phi2_kj) ~ C+(0, 1)`` (half-Cauchy), drawn through
