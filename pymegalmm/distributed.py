@@ -167,6 +167,18 @@ def _check_draws(model: MegaLMM, burn_in: Mapping[str, Any] | None, iterations: 
     return n
 
 
+def _check_run(model: Any, chains: Any, iterations: Any, burn_in: Any, save_every: Any
+               ) -> tuple[MegaLMM, int, list[int], int, dict[str, Any] | None, int | None]:
+    """The arguments every analysis takes, checked in this order."""
+    model = _check_template(model)
+    n_chains, ids = _check_chains(chains, model._spec)
+    iterations = check_int("iterations", iterations, minimum=1)
+    burn_in = _check_burn_in(burn_in)
+    if save_every is not None:
+        save_every = check_int("save_every", save_every, minimum=1)
+    return model, n_chains, ids, iterations, burn_in, save_every
+
+
 def _check_base(run_dir: Any) -> Path:
     """The base folder as an absolute path; URLs refused."""
     if isinstance(run_dir, str) and "://" in run_dir:
@@ -596,12 +608,8 @@ def run_chains(model: MegaLMM, chains: int | Sequence[int] | None = None, *, ite
     (2, 10)
     >>> table = runs.diagnostics(warn=False)
     """
-    model = _check_template(model)
-    n_chains, ids = _check_chains(chains, model._spec)
-    iterations = check_int("iterations", iterations, minimum=1)
-    burn_in = _check_burn_in(burn_in)
-    if save_every is not None:
-        save_every = check_int("save_every", save_every, minimum=1)
+    model, n_chains, ids, iterations, burn_in, save_every = _check_run(
+        model, chains, iterations, burn_in, save_every)
     client = _check_client(client)
     overwrite = check_bool("overwrite", overwrite)
     progress = check_bool("progress", progress)
@@ -903,12 +911,8 @@ def cross_validate(model: MegaLMM, folds: int | pd.DataFrame | np.ndarray = 5, *
     >>> int(cv.accuracy["n_heldout"].sum()) == int(sim.Y.notna().sum().sum())
     True
     """
-    model = _check_template(model)
-    n_chains, ids = _check_chains(chains, model._spec)
-    iterations = check_int("iterations", iterations, minimum=1)
-    burn_in = _check_burn_in(burn_in)
-    if save_every is not None:
-        save_every = check_int("save_every", save_every, minimum=1)
+    model, n_chains, ids, iterations, burn_in, save_every = _check_run(
+        model, chains, iterations, burn_in, save_every)
     seed = check_seed(seed)
     if setup is not None and not callable(setup):
         raise InputTypeError(f"setup must be a function of the fold's model, got "

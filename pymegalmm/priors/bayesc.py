@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import expit
 
-from ..errors import InputError, InputTypeError, SamplerError
+from ..errors import InputTypeError, SamplerError
 from ..validate import check_bool, check_float
 from .base import LambdaPrior, LoadingsRegression, PriorState
 from .variance import GammaPrior, as_prior
@@ -33,16 +33,8 @@ class BetaPrior:
 
 def _as_pi(value: Any) -> float | BetaPrior:
     """``pi`` as a fixed probability in (0, 1) or a :class:`BetaPrior` (a dict works)."""
-    if isinstance(value, BetaPrior):
-        return value
-    if isinstance(value, Mapping):
-        if set(value) != {"a", "b"}:
-            raise InputError(f"pi must have exactly the keys ['a', 'b'], got "
-                             f"{sorted(map(str, value))}; e.g. BetaPrior(a=1, b=1)")
-        try:
-            return BetaPrior(**value)
-        except (InputError, InputTypeError) as exc:
-            raise type(exc)(f"pi: {exc}") from None
+    if isinstance(value, BetaPrior | Mapping):
+        return as_prior("pi", value, BetaPrior)
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.floating
                                                              | np.integer):
         raise InputTypeError(f"pi must be a BetaPrior(a=..., b=...), a dict with keys "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,17 +80,16 @@ class GammaPrior:
         return rng.gamma(self.shape, 1.0 / self.rate, size=int(size))
 
 
-def as_prior(name: str, value: Any, cls: type[VariancePrior] | type[GammaPrior]
-             ) -> VariancePrior | GammaPrior:
+def as_prior(name: str, value: Any, cls: type) -> Any:
     """``value`` as a ``cls``; a mapping with exactly its fields (R's ``list(V = , nu = )``) works.
 
     Parameters
     ----------
     name : the argument's name, for messages.
     value : a ``cls`` instance or a mapping of its fields.
-    cls : :class:`VariancePrior` or :class:`GammaPrior`.
+    cls : a prior dataclass (:class:`VariancePrior`, :class:`GammaPrior`, ``BetaPrior``).
     """
-    fields = ("V", "nu") if cls is VariancePrior else ("shape", "rate")
+    fields = tuple(f.name for f in dataclasses.fields(cls))
     example = ", ".join(f"{f}=..." for f in fields)
     if isinstance(value, cls):
         return value
