@@ -487,6 +487,8 @@ def simulate_met(
     seed: int = 0,
     n_markers: int = 2000,
     purity: float = 0.9,
+    env_covariates: int = 0,
+    interaction: float = 0.5,
 ) -> SimulatedData:
     """Simulate an incomplete multi-environment trial (MET) of a single trait, ``Yield``.
 
@@ -513,12 +515,23 @@ def simulate_met(
     * True genetic values ``U`` (all lines x all environments) are
       ``U_F Lambda + U_S``: ``n_factors`` genetic factors ``U_F[:, k] ~ N(0, K)``
       (the first loads ``U(0.6, 1)`` on every environment: a main genetic effect;
-      the others ``N(0, 0.25/k)``, k = 2, 3, ...: genotype x environment interaction) plus
+      the others ``N(0, interaction^2/k)``, k = 2, 3, ...: genotype x environment
+      interaction) plus
       environment-specific effects ``U_S[:, e] ~ N(0, s2_e K)`` explaining
       ``U(0.1, 0.3)`` of each environment's genetic variance. Each environment has
       heritability ``U(0.2, 0.6)``, phenotypic standard deviation ``U(0.15, 0.6)``,
       a mean ``N(0, 0.5^2)`` and, for populations ``2..n_pops``, a population
       effect ``N(0, (0.25 sd_e)^2)``.
+    * With ``env_covariates = p > 0``, each environment also has ``p`` standardised
+      covariates ``W`` (columns ``Cov1``..., think of weather and soil), drawn from a
+      stream of their own so that every other draw of the trial is unchanged, and the
+      genotype x environment loadings (factors 2, 3, ...) depend on them:
+      ``lambda_ke = sqrt(0.8) (W beta_k)_e / sqrt(p) + sqrt(0.2) lambda0_ke`` with
+      ``beta_k ~ N(0, interaction^2/k I)`` and ``lambda0_ke`` the draw above, so that the
+      covariates explain about 80 % of the interaction loadings' variance and an
+      environment's genetic values can be predicted from its covariates
+      (:meth:`pymegalmm.MegaLMM.predict_new_traits`). The main factor's loadings do
+      not depend on them (an intercept column in the covariates captures their mean).
 
     Parameters
     ----------
@@ -535,6 +548,13 @@ def simulate_met(
         Number of markers for the GRM.
     purity : float
         Probability that a line's environment is in its population's block, in ``(0, 1]``.
+    env_covariates : int
+        Number of environment covariates driving the interaction loadings (default 0:
+        none, and the trial is exactly the one drawn without this argument).
+    interaction : float
+        Standard deviation of the interaction factors' loadings before the per-environment
+        rescaling, relative to the main factor's ``U(0.6, 1)`` (default 0.5); larger
+        values give more genotype x environment interaction.
 
     Returns
     -------
@@ -549,9 +569,13 @@ def simulate_met(
         genetic covariance), ``"U"`` (lines x envs), ``"h2"`` (Series per env),
         ``"R"`` (env x env residual covariance, diagonal), ``"Lambda"`` (factors x envs),
         ``"env_means"``, ``"population_effects"`` (populations x envs, first row 0),
-        ``"population"`` (Series line -> population), ``"home_population"`` (Series per env).
+        ``"population"`` (Series line -> population), ``"home_population"`` (Series per env);
+        with ``env_covariates``, also ``"env_covariates"`` (DataFrame envs x covariates)
+        and ``"covariate_effects"`` (DataFrame factors x covariates: ``beta``, on the
+        loadings' scale before the per-environment rescaling).
     """
     n_lines = _check_int("n_lines", n_lines, 4)
+    env_covariates = _check_int("env_covariates", env_covariates, 0)
     n_envs = _check_int("n_envs", n_envs, 2)
     n_pops = _check_int("n_pops", n_pops, 1)
     n_factors = _check_int("n_factors", n_factors, 1)
@@ -568,6 +592,12 @@ def simulate_met(
         )
     if not 0.0 < purity <= 1.0:
         raise ValueError(f"purity must lie in (0, 1], got {purity}")
+    interaction = float(interaction)
+    if not (np.isfinite(interaction) and interaction >= 0.0):
+        raise ValueError(f"interaction must be a finite number >= 0, got {interaction}")
+    if env_covariates and n_factors < 2:
+        raise ValueError(f"env_covariates drive the interaction factors 2, 3, ...: they need "
+                         f"n_factors >= 2, got n_factors={n_factors}")
     rng = np.random.default_rng(seed)
 
     lines = np.asarray(_labels("Line", n_lines, 3), dtype=object)
@@ -605,9 +635,20 @@ def simulate_met(
     lam = np.empty((n_factors, n_envs))
     lam[0] = rng.uniform(0.6, 1.0, n_envs)
     if n_factors > 1:
-        lam[1:] = 0.5 * rng.standard_normal((n_factors - 1, n_envs)) / np.sqrt(
+        lam[1:] = interaction * rng.standard_normal((n_factors - 1, n_envs)) / np.sqrt(
             np.arange(2, n_factors + 1)
         )[:, None]
+    if env_covariates:  # own stream: the trial's other draws stay those of env_covariates=0
+        cov_rng = np.random.default_rng([seed, 7919])
+        W = cov_rng.standard_normal((n_envs, env_covariates))
+        if n_envs > 1:
+            W = (W - W.mean(axis=0)) / W.std(axis=0)
+        beta = np.zeros((n_factors, env_covariates))
+        beta[1:] = interaction * cov_rng.standard_normal((n_factors - 1, env_covariates)) / np.sqrt(
+            np.arange(2, n_factors + 1)
+        )[:, None]
+        lam[1:] = (np.sqrt(0.8) * (beta[1:] @ W.T) / np.sqrt(env_covariates)
+                   + np.sqrt(0.2) * lam[1:])
     spec_frac = rng.uniform(0.1, 0.3, n_envs)
     spec_var = spec_frac / (1.0 - spec_frac) * np.sum(lam**2, axis=0)
     g_unit = np.diag(lam.T @ lam) + spec_var
@@ -650,6 +691,10 @@ def simulate_met(
         "population": pd.Series(pop_of + 1, index=line_names, name="Population"),
         "home_population": pd.Series(home_of_env + 1, index=env_names, name="Population"),
     }
+    if env_covariates:
+        cov_names = [f"Cov{q + 1}" for q in range(env_covariates)]
+        truth["env_covariates"] = pd.DataFrame(W, index=env_names, columns=cov_names)
+        truth["covariate_effects"] = pd.DataFrame(beta, index=factors, columns=cov_names)
     formula = "~ Population + (1|Line)" if n_pops <= 2 else "~ C(Population) + (1|Line)"
     return SimulatedData(
         Y=tall,

@@ -211,6 +211,34 @@ def test_met_other_sizes():
         simulate_met(n_lines=50, n_envs=6, envs_per_line=(2, 6))
 
 
+def test_met_env_covariates_leave_the_design_and_main_factor_unchanged():
+    kw = dict(n_lines=60, n_envs=12, envs_per_line=(4, 6), n_factors=3, n_markers=200, seed=4)
+    plain, cov = simulate_met(**kw), simulate_met(**kw, env_covariates=2)
+    # own random stream: which line is grown where and the main factor are the same draws
+    pd.testing.assert_frame_equal(plain.Y[["Line", "Env"]], cov.Y[["Line", "Env"]])
+    np.testing.assert_array_equal(plain.K, cov.K)
+    assert "env_covariates" not in plain.truth
+    W, beta = cov.truth["env_covariates"], cov.truth["covariate_effects"]
+    assert list(W.columns) == ["Cov1", "Cov2"] and list(W.index) == list(plain.truth["G"].index)
+    np.testing.assert_allclose(W.mean(), 0, atol=1e-12)
+    np.testing.assert_allclose(W.std(ddof=0), 1)
+    assert (beta.iloc[0] == 0).all() and (beta.iloc[1:] != 0).all().all()
+    # per environment, loadings are rescaled by one factor, so ratios to the main factor
+    # are scale-free: the interaction factors' ratios now follow the covariates
+    ratio = cov.truth["Lambda"].iloc[1:] / cov.truth["Lambda"].iloc[0]
+    ratio0 = plain.truth["Lambda"].iloc[1:] / plain.truth["Lambda"].iloc[0]
+    assert not np.allclose(ratio, ratio0)
+
+
+def test_met_env_covariates_bad_arguments():
+    with pytest.raises(ValueError, match="n_factors >= 2"):
+        simulate_met(n_lines=40, n_envs=6, envs_per_line=(2, 4), n_factors=1, env_covariates=2)
+    with pytest.raises(ValueError, match="env_covariates"):
+        simulate_met(n_lines=40, n_envs=6, envs_per_line=(2, 4), env_covariates=-1)
+    with pytest.raises(ValueError, match="interaction"):
+        simulate_met(n_lines=40, n_envs=6, envs_per_line=(2, 4), interaction=-0.5)
+
+
 # --------------------------------------------------------------------------------------
 # to_wide
 # --------------------------------------------------------------------------------------
