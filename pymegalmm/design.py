@@ -80,8 +80,9 @@ class RandomEffect:
     Notes
     -----
     Components that share a grouping factor share the same ``K``, ``L`` and
-    ``K_tilde`` arrays, and without a relmat ``K``, ``L`` and ``K_tilde`` are one
-    identity array. Treat them as read-only.
+    ``K_tilde`` arrays (and the cache of ``K_tilde``'s eigendecomposition), and
+    without a relmat ``K``, ``L`` and ``K_tilde`` are one identity array. Treat them
+    as read-only.
     """
 
     name: str
@@ -91,7 +92,23 @@ class RandomEffect:
     K: np.ndarray
     L: np.ndarray
     K_tilde: np.ndarray
+    #: ``{"eig": scipy.linalg.eigh(K_tilde)}`` once computed; shared by the components of
+    #: one grouping factor, not pickled.
+    eig_cache: dict = field(default_factory=dict, repr=False, compare=False)
     _L_is_identity: bool = field(init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["eig_cache"] = {}  # r x r eigenvectors: recomputed where needed
+        return state
+
+    def K_tilde_eig(self) -> tuple[np.ndarray, np.ndarray]:
+        """``scipy.linalg.eigh(K_tilde)`` (ascending eigenvalues, eigenvectors), computed
+        once per grouping factor and reused by every trait group's precompute (the rank
+        handling of K seeds it when K has full rank)."""
+        if "eig" not in self.eig_cache:
+            self.eig_cache["eig"] = scipy.linalg.eigh(self.K_tilde, check_finite=False)
+        return self.eig_cache["eig"]
 
     def __post_init__(self) -> None:
         r, c = self.L.shape
@@ -592,8 +609,13 @@ def _relmat_entry(group: str, value: Any) -> tuple[np.ndarray, pd.Index]:
     return np.ascontiguousarray(K), levels
 
 
-def _reduce_rank(K: np.ndarray, group: str, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(L, K_tilde)`` with ``K ~= L K_tilde L'``; check that ``K`` is PSD."""
+def _reduce_rank(K: np.ndarray, group: str, tol: float, eig_cache: dict | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(L, K_tilde)`` with ``K ~= L K_tilde L'``; check that ``K`` is PSD.
+
+    When ``K`` has full rank (``K_tilde`` is ``K``) and its eigendecomposition was
+    computed, it is stored in ``eig_cache["eig"]`` for the precompute.
+    """
     r = K.shape[0]
     what = f"relmat[{group!r}]: the covariance K of random effect {group!r}"
     off_diagonal = K - np.diag(np.diag(K))
@@ -617,6 +639,8 @@ def _reduce_rank(K: np.ndarray, group: str, tol: float) -> tuple[np.ndarray, np.
             f"{what} has no eigenvalue above K_eigen_tol = {tol:g}; K is (numerically) zero"
         )
     if np.all(kept):
+        if eigvecs is not None and eig_cache is not None:
+            eig_cache["eig"] = (eigvals, eigvecs)
         return np.eye(r), K
     if eigvecs is None:
         L = np.ascontiguousarray(np.eye(r)[:, kept])
@@ -937,23 +961,24 @@ def build_design(
         )
 
     # ---- random part -----------------------------------------------------------------
-    per_group: dict[str, tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    per_group: dict[str, tuple] = {}
     for group in groups_in_formula:
         variables = tuple(group.split(":"))
+        eig_cache: dict = {}
         if group in relmat:
             K, levels = _relmat_entry(group, relmat[group])
             level_keys = _label_keys(levels)
-            L, K_tilde = _reduce_rank(K, group, K_eigen_tol)
+            L, K_tilde = _reduce_rank(K, group, K_eigen_tol, eig_cache)
         else:
             levels, level_keys = _observed_levels(sub, variables)
             K = np.eye(len(levels))
             L, K_tilde = K, K
-        per_group[group] = (levels, level_keys, K, L, K_tilde)
+        per_group[group] = (levels, level_keys, K, L, K_tilde, eig_cache)
 
     random: list[RandomEffect] = []
     n = len(sub)
     for term in parsed.random:
-        levels, level_keys, K, L, K_tilde = per_group[term.group]
+        levels, level_keys, K, L, K_tilde, eig_cache = per_group[term.group]
         row_keys = _group_keys(sub, term.group_variables)
         col = pd.Index(level_keys).get_indexer(row_keys)
         if (col < 0).any():
@@ -979,7 +1004,7 @@ def build_design(
             )
             Z.eliminate_zeros()
             Z.sort_indices()
-            random.append(RandomEffect(name, term.group, levels, Z, K, L, K_tilde))
+            random.append(RandomEffect(name, term.group, levels, Z, K, L, K_tilde, eig_cache))
 
     return Design(
         Y=Yk,

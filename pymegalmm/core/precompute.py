@@ -59,10 +59,13 @@ def build_random_effects(design: Design, rows: np.ndarray, grid: np.ndarray
     kind = backend_kind([r.K_tilde.shape[0] for r in res], rows.size)
     if kind == "diagonal":
         return DiagonalRandomEffect(res[0].ZL[rows], res[0].K_tilde, res[0].L, grid,
-                                    Z_all=res[0].ZL)
+                                    Z_all=res[0].ZL, eig=res[0].K_tilde_eig())
     args = ([r.ZL[rows] for r in res], [r.K_tilde for r in res], [r.L for r in res], grid)
     if kind == "lowrank":
-        return LowRankRandomEffects(*args, Z_all=[r.ZL for r in res])
+        first = int(np.argmax([r.K_tilde.shape[0] for r in res]))
+        return LowRankRandomEffects(*args, Z_all=[r.ZL for r in res],
+                                    eigs=[r.K_tilde_eig() if m == first else None
+                                          for m, r in enumerate(res)])
     return DenseRandomEffects(*args, Z_all=[r.ZL for r in res])
 
 

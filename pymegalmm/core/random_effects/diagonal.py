@@ -38,7 +38,35 @@ class DiagonalBasis:
     n_pos: int
 
 
-def diagonal_basis(Z: np.ndarray, K_tilde: np.ndarray, eig_tol: float = 1e-10) -> DiagonalBasis:
+def incidence_product(Z: np.ndarray | sp.spmatrix, A: np.ndarray) -> np.ndarray:
+    """``Z @ A`` for a design ``Z``; a row gather when ``Z`` is a sparse incidence matrix.
+
+    When every row of a sparse ``Z`` holds exactly one stored value, equal to 1 (a
+    random intercept: each row belongs to one level), ``Z @ A`` is ``A``'s rows of the
+    rows' levels: gathered in ``O(n c)`` instead of a dense ``O(n r c)`` product.  The
+    result equals the dense product exactly (each entry of the product is one value
+    of ``A`` plus exact zeros).
+
+    Parameters
+    ----------
+    Z : (n, r) array or sparse matrix.
+    A : (r, c) array.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, c)`` C-ordered.
+    """
+    if sp.issparse(Z):
+        Zc = Z.tocsr()
+        if (Zc.nnz == Zc.shape[0] and np.all(np.diff(Zc.indptr) == 1)
+                and np.all(Zc.data == 1.0)):
+            return np.ascontiguousarray(np.asarray(A)[Zc.indices])
+    return _as_dense(Z) @ A
+
+
+def diagonal_basis(Z: np.ndarray | sp.spmatrix, K_tilde: np.ndarray, eig_tol: float = 1e-10,
+                   eig: tuple[np.ndarray, np.ndarray] | None = None) -> DiagonalBasis:
     """Simultaneously diagonalise ``K_tilde`` and ``Z'Z``; rotate the rows to match.
 
     ``K_tilde = T T'`` with ``T = U diag(sqrt(lambda))`` (eigenvectors ``U``), and
@@ -48,30 +76,32 @@ def diagonal_basis(Z: np.ndarray, K_tilde: np.ndarray, eig_tol: float = 1e-10) -
 
     Parameters
     ----------
-    Z : (n, r) dense design (after rank handling).
+    Z : (n, r) design (after rank handling), dense or sparse.
     K_tilde : (r, r) covariance of the coefficients, positive definite.
     eig_tol : relative tolerance below which an eigenvalue counts as 0.
+    eig : ``scipy.linalg.eigh(K_tilde)`` when already known (it is the same for
+        every trait group: :meth:`pymegalmm.design.RandomEffect.K_tilde_eig`).
 
     Returns
     -------
     DiagonalBasis
     """
     n = Z.shape[0]
-    lam, U = sla.eigh(K_tilde)
+    lam, U = sla.eigh(K_tilde) if eig is None else eig
     if lam.min() <= 0:
         raise ValueError(
             "the covariance of the random effect is not positive definite after "
             "rank handling; increase K_eigen_tol"
         )
     T = U * np.sqrt(lam)
-    ZT = Z @ T
+    ZT = incidence_product(Z, T)
     d, O = sla.eigh(ZT.T @ ZT)
     order = np.argsort(-d, kind="stable")
     d, O = d[order], O[:, order]
     d[d < eig_tol * max(d.max(), 1.0)] = 0.0
     S = T @ O
     n_pos = int(np.count_nonzero(d))
-    ZS = Z @ S[:, :n_pos]
+    ZS = incidence_product(Z, S[:, :n_pos])
     Q_obs = ZS / np.sqrt(d[:n_pos])
     # Orthonormal completion: rotated rows with no random-effect signal.
     if n_pos < n:
@@ -111,6 +141,13 @@ def weighted_gram_stats(W: np.ndarray, X: np.ndarray, Y: np.ndarray, grid_index:
     return GramStats(gram, gram_index.astype(np.intp), XtWy, yWy)
 
 
+def _is_identity(L: np.ndarray | sp.spmatrix) -> bool:
+    """Whether ``L`` is a square identity matrix (a full-rank K: no basis change)."""
+    if sp.issparse(L) or L.ndim != 2 or L.shape[0] != L.shape[1]:
+        return False
+    return bool(np.count_nonzero(L) == L.shape[0] and np.all(np.diag(L) == 1.0))
+
+
 class DiagonalRandomEffect:
     """One random effect: rotation to diagonal covariance, elementwise updates.
 
@@ -130,6 +167,8 @@ class DiagonalRandomEffect:
         The design over all rows of the data when ``ZL`` holds a subset of them
         (a trait group of a missing-data map); default ``ZL``.  Used to predict
         cells outside the group's rows.
+    eig : tuple of arrays, optional
+        ``scipy.linalg.eigh(K_tilde)``, when already computed.
     """
 
     n_effects = 1
@@ -142,10 +181,10 @@ class DiagonalRandomEffect:
         grid: np.ndarray,
         eig_tol: float = 1e-10,
         Z_all: np.ndarray | sp.spmatrix | None = None,
+        eig: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        Z = _as_dense(ZL)
-        n, r = Z.shape
-        basis = diagonal_basis(Z, K_tilde, eig_tol)
+        n, r = ZL.shape
+        basis = diagonal_basis(ZL, K_tilde, eig_tol, eig)
         Q, d, S, n_pos = basis.Q, basis.d, basis.S, basis.n_pos
         self.n, self.r = n, r
         self.Q = np.asfortranarray(Q)  # columns = rotated coordinates
@@ -154,8 +193,9 @@ class DiagonalRandomEffect:
         self.d_rows = np.zeros(n)  # (n,) eigenvalue of ZKZ' per rotated row
         self.d_rows[:n_pos] = d[:n_pos]
         self.n_pos = n_pos
-        self.to_levels_matrix = np.ascontiguousarray(_as_dense(L) @ S)  # (r_levels, r)
-        self.Z_all = np.asfortranarray(_as_dense(Z if Z_all is None else Z_all) @ S)  # (N, r)
+        self.to_levels_matrix = np.ascontiguousarray(  # (r_levels, r); L = I: S itself
+            S if _is_identity(L) else _as_dense(L) @ S)
+        self.Z_all = np.asfortranarray(incidence_product(ZL if Z_all is None else Z_all, S))
         self.grid = grid
         h = grid[0]
         denom = h[:, None] * self.d_rows[None, :] + (1.0 - h)[:, None]  # (G, n)

@@ -95,6 +95,9 @@ class LowRankRandomEffects:
     diagonalised : int, optional
         Which effect the rows are rotated for; default the one with the most
         coefficients (the first of them on a tie).
+    eigs : list of (eigenvalues, eigenvectors) or None, optional
+        ``scipy.linalg.eigh`` of each ``K_tilde`` when already computed (only the
+        diagonalised effect's is used).
 
     Notes
     -----
@@ -112,6 +115,7 @@ class LowRankRandomEffects:
         eig_tol: float = 1e-10,
         Z_all: list[np.ndarray | sp.spmatrix] | None = None,
         diagonalised: int | None = None,
+        eigs: list[tuple[np.ndarray, np.ndarray] | None] | None = None,
     ) -> None:
         n_effects = len(ZLs)
         sizes = [K.shape[0] for K in K_tildes]
@@ -123,9 +127,9 @@ class LowRankRandomEffects:
         self.grid = grid
 
         # Rows rotated to the diagonalised effect's eigenbasis.
-        Z1 = _as_dense(ZLs[first])
-        n = Z1.shape[0]
-        basis = diagonal_basis(Z1, K_tildes[first], eig_tol)
+        n = ZLs[first].shape[0]
+        basis = diagonal_basis(ZLs[first], K_tildes[first], eig_tol,
+                               None if eigs is None else eigs[first])
         self.Q = np.asfortranarray(basis.Q)
         self.Qt = np.asfortranarray(basis.Q.T)
         self.n, self.n_pos = n, basis.n_pos
