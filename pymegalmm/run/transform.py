@@ -71,6 +71,7 @@ class UserScale:
             "tot_F_prec": s.tot_F_prec.copy(),
             **prior_record,
             **cis_record,
+            **(d.observation.record(s.observation) if s.observation else {}),
             **self.regression_parameters(s, f_sd),
         }
 
@@ -91,7 +92,7 @@ class UserScale:
         """Recorded names that hold NaN by design: ``cis_effects`` beyond each trait's
         columns, and with fixed factors the loadings prior's factor-indexed arrays at the
         fixed factors (which it does not shrink)."""
-        names = set()
+        names = set(d.observation.nan_padded) if d.observation is not None else set()
         if d.cis is not None:
             names.add("cis_effects")
         if d.fixed is not None:
