@@ -6,15 +6,17 @@ module                  what it holds
 ``base``                :class:`ObservationModel`, the protocol; :class:`LatentScale`
 ``gaussian``            :class:`GaussianMissing`, Gaussian data with missing cells (default)
 ``voom``                :class:`Voom`, Gaussian data with known precision weights per cell
+``binomial``            :class:`Binomial`, successes out of trials, logit link (Polya-Gamma)
 ``maps``                missing-data maps: which missing cells are imputed, which predicted
 ======================  ============================================================
 """
 
 from .base import LatentScale, ObservationModel
+from .binomial import Binomial
 from .gaussian import GaussianMissing
 from .maps import MissingDataMap, TraitGroup, best_map, full_imputation_map, search_maps
 from .voom import Voom
 
-__all__ = ["GaussianMissing", "LatentScale", "MissingDataMap",
+__all__ = ["Binomial", "GaussianMissing", "LatentScale", "MissingDataMap",
            "ObservationModel", "TraitGroup", "Voom", "best_map",
            "full_imputation_map", "search_maps"]
