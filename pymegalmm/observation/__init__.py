@@ -7,6 +7,7 @@ module                  what it holds
 ``gaussian``            :class:`GaussianMissing`, Gaussian data with missing cells (default)
 ``voom``                :class:`Voom`, Gaussian data with known precision weights per cell
 ``binomial``            :class:`Binomial`, successes out of trials, logit link (Polya-Gamma)
+``negative_binomial``   :class:`NegativeBinomial`, counts with library sizes, log link
 ``maps``                missing-data maps: which missing cells are imputed, which predicted
 ======================  ============================================================
 """
@@ -15,8 +16,9 @@ from .base import LatentScale, ObservationModel
 from .binomial import Binomial
 from .gaussian import GaussianMissing
 from .maps import MissingDataMap, TraitGroup, best_map, full_imputation_map, search_maps
+from .negative_binomial import NegativeBinomial
 from .voom import Voom
 
 __all__ = ["Binomial", "GaussianMissing", "LatentScale", "MissingDataMap",
-           "ObservationModel", "TraitGroup", "Voom", "best_map",
+           "NegativeBinomial", "ObservationModel", "TraitGroup", "Voom", "best_map",
            "full_imputation_map", "search_maps"]
