@@ -69,6 +69,7 @@ class UserScale:
             "resid_h2": grid[:, s.resid_h2_index],
             "tot_Eta_prec": s.tot_Eta_prec / sd**2,
             "tot_F_prec": s.tot_F_prec.copy(),
+            "Eta": s.Eta * sd + self.center,
             **prior_record,
             **cis_record,
             **(d.observation.record(s.observation) if s.observation else {}),
