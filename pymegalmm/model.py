@@ -843,14 +843,14 @@ class MegaLMM:
             arr = value.loc[list(rows)].to_numpy(dtype=float)
         else:
             arr = np.asarray(value, dtype=float)
-            if arr.ndim == 0:
+            if arr.ndim == 0 and np.isfinite(arr) and arr > 0:
                 return float(arr)
-            if arr.shape != (len(rows),):
+            if arr.ndim and arr.shape != (len(rows),):
                 raise InputError(f"{name} must be a number or one value per row "
                                  f"({len(rows)}), got shape {arr.shape}")
         if not np.all(np.isfinite(arr) & (arr > 0)):
             raise InputError(f"{name} must be finite and > 0")
-        return arr[:, None]
+        return arr[:, None] if arr.ndim else float(arr)
 
     def genetic_values(self, *, kind: str = "mean", prob: float = 0.95, interval: str = "hpd"
                        ) -> pd.DataFrame | xr.DataArray:

@@ -21,7 +21,8 @@ def initial_state(d: ModelData, rng: np.random.Generator) -> ChainState:
     free rows of ``Lambda``; fixed rows as given), cis effects at 0,
     the extra regressions' coefficients and scales from their prior (``F`` then gets
     ``X2 B2_F`` added),
-    the observation model's own parameters (:meth:`~pymegalmm.observation.ObservationModel.initialize`),
+    the observation model's own parameters
+    (:meth:`~pymegalmm.observation.ObservationModel.initialize`),
     and the latent ``Eta`` drawn by the observation model given these values.
     """
     k, t, n, b1 = d.n_factors, d.t, d.n, d.X1.shape[1]
