@@ -102,8 +102,9 @@ def test_binomial_recovers_latent_log_odds_and_G(sim, tmp_path):
 def test_negative_binomial_recovers_latent_values_G_and_sizes(sim, tmp_path):
     """Counts of mean ~20 per unit library size, library sizes 0.5-2, size r = 20 (the
     prior's mean).  Here: latent correlation 0.96, G correlation 0.90, coverage 0.89, the
-    true r inside the 95 % interval for 10 of 10 traits (posterior means 21-39).  Bounds: 0.85, 0.75, 0.80-0.97,
-    and at least 8 of 10 intervals (a calibrated posterior misses ~0.5 of 10).
+    true r inside the 95 % interval for 10 of 10 traits (posterior means 21-39).
+    Bounds: 0.85, 0.75, 0.80-0.97, and at least 8 of 10 intervals (a calibrated
+    posterior misses ~0.5 of 10).
     The size r and the latent residual both describe extra-Poisson noise (variance
     ~ mean^2 for both), so r is weakly identified here; the conditional draw of r given
     Eta is checked sharply below."""
