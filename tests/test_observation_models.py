@@ -373,3 +373,21 @@ def test_recorded_parameters_and_response_scale(sim, tmp_path):
         ("chain", "draw")).to_pandas(), check_exact=False, rtol=1e-12)
     with pytest.raises(InputError, match="takes no response-scale options"):
         g.predict(scale="response", library_size=1.0)
+
+
+def test_docs_examples_run(tmp_path, monkeypatch):
+    """Every ```python block of docs/observation_models.md runs, in order, in one namespace
+    (in a temporary folder: the examples write run folders)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "observation_models.md").read_text()
+    blocks = re.findall(r"^```python[ \t]*\n(.*?)^```", text, re.S | re.M)
+    assert len(blocks) == 5
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"observation_models.md block {i + 1}", "exec"), ns)  # noqa: S102
+    assert ns["expected"].shape == (60, 6) and (ns["expected"].to_numpy() > 0).all()
+    assert ns["probability"].to_numpy().min() > 0 and ns["probability"].to_numpy().max() < 1
+    assert ns["m"].posterior["dispersion"].isnull().sum() > 0  # the Combined example
