@@ -282,12 +282,13 @@ class MegaLMM:
                              "(factors=True) is not supported: the fixed factors' total "
                              "precision is held at 1, which the joint draw of B2_F and "
                              "tot_F_prec does not allow; use factors=False")
+        obs_dims = self.observation.record_dims()
         self._dims = {**param_dims(self.priors.Lambda_prior),
                       **(regression_dims(extra) if extra is not None else {}),
-                      **(CIS_DIMS if cis_genotypes is not None else {})}
+                      **(CIS_DIMS if cis_genotypes is not None else {}), **obs_dims}
         self.record = ([*default_record(self.priors.Lambda_prior),
-                        *(n for n in ("B2_F", "B2_R") if n in self._dims)] if record is None
-                       else check_names("record", record, self._dims))
+                        *(n for n in ("B2_F", "B2_R") if n in self._dims), *obs_dims]
+                       if record is None else check_names("record", record, self._dims))
         if record is None and cis_genotypes is not None:
             self.record = [*self.record, "cis_effects"]
         self.functions = check_functions(
@@ -327,8 +328,9 @@ class MegaLMM:
             if not self.design.random:
                 raise ValueError("the formula has no random-effect term; MegaLMM needs at "
                                  "least one, e.g. '~ 1 + (1|Line)'")
-            self.latent = self.observation.prepare(self.design.Y, list(self.design.traits),
-                                                   self._control.scale_Y)
+            self.latent = self.observation.prepare_data(
+                self.design.Y, list(self.design.rows), list(self.design.traits),
+                self._control.scale_Y)
             self.grid = make_h2_grid(len(self.design.random), self._control.h2_divisions)
             self.coords = Coordinates.from_design(self.design, self._control.n_factors,
                                                  self.priors.Lambda_prior)
@@ -391,7 +393,8 @@ class MegaLMM:
         self._spec["observation"] = observation
         self._results = RunResults(self.chains, self.store, self.coords, self._dims,
                                    {**param_descriptions(self.priors.Lambda_prior),
-                                    **REGRESSION_DESCRIPTIONS}, self._chain_ids,
+                                    **REGRESSION_DESCRIPTIONS, **observation.recorded},
+                                   self._chain_ids,
                                    regression=self.extra_regressions)
 
     def _run_directory(self, path: os.PathLike) -> RunDirectory:
@@ -774,7 +777,8 @@ class MegaLMM:
         return self._results.posterior_means()
 
     def predict(self, new_data: pd.DataFrame | None = None, *, kind: str = "mean",
-                prob: float = 0.95, interval: str = "hpd") -> pd.DataFrame | xr.DataArray:
+                prob: float = 0.95, interval: str = "hpd", scale: str = "latent",
+                library_size: Any = None) -> pd.DataFrame | xr.DataArray:
         """Expected value of Y for the fitted rows or for new rows, user's scale (lme4's
         ``predict(newdata=)``), from every draw of the run (memory and ``run_dir``).
 
@@ -794,8 +798,59 @@ class MegaLMM:
             Probability of the interval.  Default 0.95.
         interval : {"hpd", "equal-tailed"}
             Highest posterior density (coda's ``HPDinterval``) or quantiles.
+        scale : {"latent", "response"}
+            ``"latent"`` (default): the expected latent value, the scale of ``Y`` for
+            Gaussian data and the link scale for counts (log-odds for
+            :class:`~pymegalmm.observation.Binomial`, log expected count per unit library
+            size for :class:`~pymegalmm.observation.NegativeBinomial`).  ``"response"``:
+            each draw's expected latent value through the observation model's response
+            map (``expit`` for Binomial: a probability; ``exp`` for NegativeBinomial:
+            the expected count per unit library size, times ``library_size`` if given;
+            the identity for Gaussian data).  The map is applied to the factor model's
+            expected latent value, not averaged over the trait's residual.
+        library_size : number, pandas.Series or array, optional
+            With ``scale="response"`` and negative-binomial traits: the library size of
+            each predicted row (a Series indexed like the rows, or one value per row in
+            order) or one number for every row.
         """
-        return self._results.predict(self.design, new_data, kind, prob, interval)
+        if scale not in ("latent", "response"):
+            raise InputError(f"scale must be 'latent' or 'response', got {scale!r}")
+        if scale == "latent":
+            if library_size is not None:
+                raise InputError("library_size only applies with scale='response'")
+            return self._results.predict(self.design, new_data, kind, prob, interval)
+        from .results.prediction import check_kind, summarise
+
+        kind, prob, interval = check_kind(kind, prob, interval)
+        draws = self._results.predict(self.design, new_data, "draws", prob, interval)
+        options = {}
+        if library_size is not None:
+            options["library_size"] = self._row_values("library_size", library_size,
+                                                       draws.indexes["row"])
+        values = self.observation.to_response(draws.values, list(self.coords.trait), **options)
+        draws = draws.copy(data=values)
+        draws.attrs["description"] = ("draws of the expected value of Y on the response "
+                                      "scale of the observation model")
+        return summarise(draws, kind, prob, interval, "row")
+
+    @staticmethod
+    def _row_values(name: str, value: Any, rows: pd.Index) -> Any:
+        """A number, or one value per row as an ``(rows, 1)`` array (Series by label)."""
+        if isinstance(value, pd.Series):
+            missing = [r for r in rows if r not in value.index]
+            if missing:
+                raise InputError(f"{name} lacks row(s) {missing[:5]}")
+            arr = value.loc[list(rows)].to_numpy(dtype=float)
+        else:
+            arr = np.asarray(value, dtype=float)
+            if arr.ndim == 0 and np.isfinite(arr) and arr > 0:
+                return float(arr)
+            if arr.ndim and arr.shape != (len(rows),):
+                raise InputError(f"{name} must be a number or one value per row "
+                                 f"({len(rows)}), got shape {arr.shape}")
+        if not np.all(np.isfinite(arr) & (arr > 0)):
+            raise InputError(f"{name} must be finite and > 0")
+        return arr[:, None] if arr.ndim else float(arr)
 
     def genetic_values(self, *, kind: str = "mean", prob: float = 0.95, interval: str = "hpd"
                        ) -> pd.DataFrame | xr.DataArray:

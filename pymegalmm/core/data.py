@@ -16,7 +16,7 @@ from .h2_metropolis import GridNeighbourhoods
 from .random_effects import RandomEffectsBackend
 
 if TYPE_CHECKING:
-    from ..observation.base import ObservationModel
+    from ..observation.base import LatentScale, ObservationModel
     from ..priors import Priors
     from .cis import CisDesign
     from .fixed_factors import FixedFactors
@@ -101,6 +101,8 @@ class ModelData:
     regressions : the extra regressions' ``X2`` (:mod:`pymegalmm.core.regressions`), or None.
     fixed : the fixed first rows of ``Lambda`` (:mod:`pymegalmm.core.fixed_factors`), or None.
     cis : each trait's own regressors (:mod:`pymegalmm.core.cis`), or None.
+    latent : the data on the sampler's scale as the observation model prepared them
+        (its own inputs in ``latent.extra``), or None.
     """
 
     Y: np.ndarray
@@ -117,6 +119,7 @@ class ModelData:
     regressions: RegressionData | None = None
     fixed: FixedFactors | None = None
     cis: CisDesign | None = None
+    latent: LatentScale | None = None
 
     @property
     def n_fixed(self) -> int:

@@ -21,6 +21,8 @@ def initial_state(d: ModelData, rng: np.random.Generator) -> ChainState:
     free rows of ``Lambda``; fixed rows as given), cis effects at 0,
     the extra regressions' coefficients and scales from their prior (``F`` then gets
     ``X2 B2_F`` added),
+    the observation model's own parameters
+    (:meth:`~pymegalmm.observation.ObservationModel.initialize`),
     and the latent ``Eta`` drawn by the observation model given these values.
     """
     k, t, n, b1 = d.n_factors, d.t, d.n, d.X1.shape[1]
@@ -56,5 +58,7 @@ def initial_state(d: ModelData, rng: np.random.Generator) -> ChainState:
         s.QtF = factor_mean(d.regressions, s.extra, s.QtF)
     if d.cis is not None:  # each trait's own effects start at 0 (drawn first in step 0)
         s.cis_effects = np.zeros((t, d.cis.width))
+    if d.latent is not None:  # the observation model's own parameters (Gaussian: none)
+        s.observation = d.observation.initialize(d.latent, rng)
     d.observation.sample_latent(s, d, EtaConditional(s, d, mean=eta_mean(s, d)), rng)
     return s

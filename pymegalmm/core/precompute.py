@@ -150,4 +150,5 @@ def build_model_data(design: Design, latent: LatentScale, observation: Observati
             factors=extra.factors, resids=extra.resids, prior=extra.prior),
         fixed=fixed,
         cis=None if cis is None else cis.for_groups(groups, list(design.traits)),
+        latent=latent,
     )

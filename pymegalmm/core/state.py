@@ -24,7 +24,9 @@ import numpy as np
 _PRIOR_PREFIX = "lambda_prior."
 #: Prefix of the extra regressions' arrays (``B2_F``, ``B2_R``, their prior) in a saved state.
 _EXTRA_PREFIX = "extra."
-_NOT_ARRAYS = ("nrun", "rng", "lambda_prior", "extra")
+#: Prefix of the observation model's own arrays (e.g. ``dispersion``) in a saved state.
+_OBSERVATION_PREFIX = "observation."
+_NOT_ARRAYS = ("nrun", "rng", "lambda_prior", "extra", "observation")
 
 
 @dataclass
@@ -51,6 +53,8 @@ class ChainState:
         prior's scales (:mod:`pymegalmm.core.regressions`); empty without them.
     cis_effects : (t, c_max) each trait's own regression coefficients (``cis_genotypes``;
         zero beyond the trait's ``c_j``); ``(0, 0)`` without.
+    observation : dict of str -> array, the observation model's own parameters (e.g.
+        the negative-binomial dispersion per trait); empty for Gaussian data.
     """
 
     Eta: np.ndarray
@@ -69,6 +73,7 @@ class ChainState:
     lambda_prior: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     cis_effects: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    observation: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> np.ndarray:
         # only called when normal lookup fails: the loadings prior's arrays by name
@@ -78,12 +83,15 @@ class ChainState:
         extra = self.__dict__.get("extra", {})
         if name in extra:
             return extra[name]
+        observation = self.__dict__.get("observation", {})
+        if name in observation:
+            return observation[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def array_names(self) -> list[str]:
         """Names of the array fields, then of the loadings prior's arrays."""
         own = [f.name for f in fields(self) if f.name not in _NOT_ARRAYS]
-        return own + list(self.lambda_prior) + list(self.extra)
+        return own + list(self.lambda_prior) + list(self.extra) + list(self.observation)
 
     def save(self, path: str | Path | BinaryIO) -> None:
         """Write the state, including the generator's state, to an ``.npz`` file (or an
@@ -93,6 +101,7 @@ class ChainState:
         arrays.update({f"QtEta_{i}": block for i, block in enumerate(self.QtEta)})
         arrays.update({_PRIOR_PREFIX + k: v for k, v in self.lambda_prior.items()})
         arrays.update({_EXTRA_PREFIX + k: v for k, v in self.extra.items()})
+        arrays.update({_OBSERVATION_PREFIX + k: v for k, v in self.observation.items()})
         meta = {"nrun": self.nrun, "n_groups": len(self.QtEta),
                 "rng": self.rng.bit_generator.state,
                 "bit_generator": type(self.rng.bit_generator).__name__}
@@ -113,7 +122,9 @@ class ChainState:
                  if name.startswith(_PRIOR_PREFIX)}
         extra = {name[len(_EXTRA_PREFIX):]: arrays.pop(name) for name in list(arrays)
                  if name.startswith(_EXTRA_PREFIX)}
+        observation = {name[len(_OBSERVATION_PREFIX):]: arrays.pop(name) for name in list(arrays)
+                       if name.startswith(_OBSERVATION_PREFIX)}
         bit_gen = getattr(np.random, meta["bit_generator"])()
         bit_gen.state = meta["rng"]
         return cls(**arrays, nrun=int(meta["nrun"]), rng=np.random.Generator(bit_gen),
-                   lambda_prior=prior, extra=extra)
+                   lambda_prior=prior, extra=extra, observation=observation)

@@ -1,17 +1,26 @@
 """Observation models: how the data ``Y`` are seen through the latent ``Eta`` (a plug-in).
 
-==============  ====================================================================
-module          what it holds
-==============  ====================================================================
-``base``        :class:`ObservationModel`, the protocol; :class:`LatentScale`
-``gaussian``    :class:`GaussianMissing`, Gaussian data with missing cells (default)
-``maps``        missing-data maps: which missing cells are imputed, which predicted
-==============  ====================================================================
+======================  ============================================================
+module                  what it holds
+======================  ============================================================
+``base``                :class:`ObservationModel`, the protocol; :class:`LatentScale`
+``gaussian``            :class:`GaussianMissing`, Gaussian data with missing cells (default)
+``voom``                :class:`Voom`, Gaussian data with known precision weights per cell
+``binomial``            :class:`Binomial`, successes out of trials, logit link (Polya-Gamma)
+``negative_binomial``   :class:`NegativeBinomial`, counts with library sizes, log link
+``combined``            :class:`Combined`, blocks of traits with their own models, one fit
+``maps``                missing-data maps: which missing cells are imputed, which predicted
+======================  ============================================================
 """
 
 from .base import LatentScale, ObservationModel
+from .binomial import Binomial
+from .combined import Combined
 from .gaussian import GaussianMissing
 from .maps import MissingDataMap, TraitGroup, best_map, full_imputation_map, search_maps
+from .negative_binomial import NegativeBinomial
+from .voom import Voom
 
-__all__ = ["GaussianMissing", "LatentScale", "MissingDataMap", "ObservationModel",
-           "TraitGroup", "best_map", "full_imputation_map", "search_maps"]
+__all__ = ["Binomial", "Combined", "GaussianMissing", "LatentScale", "MissingDataMap",
+           "NegativeBinomial", "ObservationModel", "TraitGroup", "Voom", "best_map",
+           "full_imputation_map", "search_maps"]

@@ -4,13 +4,20 @@ MegaLMM's factor model describes a latent ``n x t`` matrix ``Eta``; an
 observation model says how the data ``Y`` relate to it.  It owns, in this order
 of the data flow:
 
-1. ``prepare``: the data on the sampler's scale (centring and scaling per trait,
-   the mask of observed cells; weights or trial counts for other models);
+1. ``prepare`` (``prepare_data`` when the model needs the rows' labels): the data
+   on the sampler's scale (centring and scaling per trait, the mask of observed
+   cells), plus the model's own aligned inputs (weights, trial counts, library
+   sizes) in ``LatentScale.extra``;
 2. ``trait_groups``: the trait groups whose rows get their own precomputed
    rotation (a missing-data map for Gaussian data);
 3. ``sample_latent``: the draw of ``Eta`` given the factor model's mean and
    residual variances (an :class:`~pymegalmm.core.mean.EtaConditional`), at
-   initialisation and at the end of every iteration.
+   initialisation and at the end of every iteration, with the model's own
+   parameters (``ChainState.observation``, a dict of arrays named in
+   ``state_dims``; started by ``initialize``);
+4. ``record`` and ``to_response``: the recorded parameters (``recorded``) and the
+   map from the latent scale to the response scale (``MegaLMM.predict(scale=
+   "response")``).
 
 The iteration never branches on the observation model's type.
 """
@@ -18,10 +25,13 @@ The iteration never branches on the observation model's type.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+from ..errors import InputError
 
 if TYPE_CHECKING:
     from ..core.data import ModelData
@@ -37,11 +47,14 @@ class LatentScale:
     ----------
     Y : (n, t) data on the sampler's scale, NaN where not observed (Fortran-ordered).
     center, scale : (t,) user's value = sampler's value * scale + center.
+    extra : the observation model's own inputs aligned with ``Y`` (trial counts,
+        weights, library sizes, ...), or None; read-only for the chains.
     """
 
     Y: np.ndarray
     center: np.ndarray
     scale: np.ndarray
+    extra: Any = None
 
     @property
     def observed(self) -> np.ndarray:
@@ -49,8 +62,24 @@ class LatentScale:
         return ~np.isnan(self.Y)
 
 
+#: State of an observation model: named arrays (e.g. ``{"dispersion": (t,) array}``).
+ObservationState = dict[str, np.ndarray]
+
+
 class ObservationModel(ABC):
-    """Base class of the observation models (see the module docstring)."""
+    """Base class of the observation models (see the module docstring).
+
+    Attributes
+    ----------
+    state_dims : mapping of str -> tuple of str
+        Name and dims (among ``"trait"``) of every state array of the model (its own
+        parameters, drawn every iteration); none by default.
+    recorded : mapping of str -> str
+        State arrays recorded per draw by default, with their descriptions.
+    """
+
+    state_dims: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    recorded: ClassVar[Mapping[str, str]] = {}
 
     @abstractmethod
     def prepare(self, Y: np.ndarray, traits: list[str], scale: bool) -> LatentScale:
@@ -62,6 +91,60 @@ class ObservationModel(ABC):
         traits : trait names, for error messages.
         scale : whether to centre and scale each trait (``Control.scale_Y``).
         """
+
+    def prepare_data(self, Y: np.ndarray, rows: Sequence[Hashable], traits: list[str],
+                     scale: bool) -> LatentScale:
+        """The data on the sampler's scale, knowing the rows' labels (what the model calls).
+
+        Models whose own inputs are labelled like ``Y`` (weights, trial counts) override
+        this to align them; the default calls :meth:`prepare`.
+
+        Parameters
+        ----------
+        Y : (n, t) data, NaN = missing, rows in the model's order.
+        rows : labels of the rows of ``Y``.
+        traits : trait names.
+        scale : ``Control.scale_Y``.
+        """
+        return self.prepare(Y, traits, scale)
+
+    def initialize(self, latent: LatentScale, rng: np.random.Generator) -> ObservationState:
+        """Starting state of the model's own parameters (default: none, no random number)."""
+        return {}
+
+    def record(self, state: ObservationState) -> dict[str, np.ndarray]:
+        """Copies of the recorded state arrays (see ``recorded``), user's scale."""
+        return {name: np.array(state[name], copy=True) for name in self.recorded}
+
+    def record_dims(self) -> dict[str, tuple[str, ...]]:
+        """Dims of each recorded array (default: from ``state_dims``)."""
+        return {name: tuple(self.state_dims[name]) for name in self.recorded}
+
+    @property
+    def nan_padded(self) -> frozenset[str]:
+        """Recorded names that hold NaN by design (default: none)."""
+        return frozenset()
+
+    def to_response(self, eta: np.ndarray, traits: Sequence[Hashable], **options: Any
+                    ) -> np.ndarray:
+        """The response scale of latent values ``eta`` (last axis: ``traits``).
+
+        Default the identity (Gaussian data: the latent scale is the data's scale).
+        Used by ``MegaLMM.predict(scale="response")``.
+
+        Parameters
+        ----------
+        eta : numpy.ndarray
+            Latent values on the user's scale, the trait axis last.
+        traits : sequence
+            Names of the traits along the last axis.
+        **options
+            Model-specific options (``library_size`` for counts).
+        """
+        if options:
+            raise InputError(f"{type(self).__name__} takes no response-scale options, got "
+                             f"{sorted(options)}")
+        return eta
 
     def trait_groups(self, observed: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Row and column indices of each trait group; default one group of everything."""

@@ -18,6 +18,7 @@ name              dims (after chain, draw)    meaning
 ``resid_h2``      component, trait            residual models' variance proportions
 ``tot_Eta_prec``  trait                       total precision of each residual model
 ``tot_F_prec``    factor                      factors' working precision (internal)
+``Eta``           row, trait                  latent traits (not recorded by default)
 ``delta``         factor                      ARD multiplicative shrinkage increments
 ``B2_F``          marker, factor              extra regressions' effects on the factors
 ``B2_R``          marker, trait               extra regressions' direct effects on traits
@@ -64,6 +65,7 @@ CORE_PARAM_DIMS: dict[str, tuple[str, ...]] = {
     "resid_h2": ("component", "trait"),
     "tot_Eta_prec": ("trait",),
     "tot_F_prec": ("factor",),
+    "Eta": ("row", "trait"),
 }
 
 
@@ -114,6 +116,9 @@ DESCRIPTIONS: dict[str, str] = {
     "tot_Eta_prec": "total precision of each trait's residual model, user's scale",
     "tot_F_prec": "working precision of each factor (parameter expansion, internal)",
     "delta": "ARD multiplicative shrinkage increments (tauh = cumprod(delta))",
+    "Eta": "latent traits Eta, user's scale: the data where observed for Gaussian data "
+           "(missing cells drawn); the latent value of every cell for Voom and count models "
+           "(count models: the link scale); not recorded by default",
     "U": "genetic values U_F Lambda + U_R per level and trait, user's scale",
     "G": "covariance between traits of each random effect, user's scale",
     "R": "residual covariance between traits, user's scale",

@@ -69,8 +69,10 @@ class UserScale:
             "resid_h2": grid[:, s.resid_h2_index],
             "tot_Eta_prec": s.tot_Eta_prec / sd**2,
             "tot_F_prec": s.tot_F_prec.copy(),
+            "Eta": s.Eta * sd + self.center,
             **prior_record,
             **cis_record,
+            **(d.observation.record(s.observation) if s.observation else {}),
             **self.regression_parameters(s, f_sd),
         }
 
@@ -91,7 +93,7 @@ class UserScale:
         """Recorded names that hold NaN by design: ``cis_effects`` beyond each trait's
         columns, and with fixed factors the loadings prior's factor-indexed arrays at the
         fixed factors (which it does not shrink)."""
-        names = set()
+        names = set(d.observation.nan_padded) if d.observation is not None else set()
         if d.cis is not None:
             names.add("cis_effects")
         if d.fixed is not None:
