@@ -478,21 +478,40 @@ class ExtraRegression:
 
     Notes
     -----
-    R's low-rank form ``X = U V'`` (``X2_F`` given as ``U2_F`` and ``V2_F``) is not
-    supported: pass ``X`` whole.
+    Low-rank ``X``: ``ExtraRegression(X=(U, V))`` means ``X = U V'`` with ``U`` a
+    DataFrame of ``n x r`` scores (indexed as ``X`` would be: by row, or by level with
+    ``by``) and ``V`` a DataFrame of ``p x r`` loadings indexed by the covariates (e.g.
+    ``U`` principal-component scores of a marker matrix and ``V`` its loadings, so that
+    ``U V'`` approximates the markers).  As R's ``X2_F = U2_F V2_F``, the model is the one
+    with the full ``X = U V'``: the coefficients ``B2`` are the effects of the ``p``
+    original covariates (labelled by ``V``'s index), penalised and recorded as with a
+    plain ``X``; ``predict`` and ``genetic_values`` of new lines use their rows of ``U``.
+    The sampler currently forms ``U V'`` (``n x p``) once: the posterior is exactly that
+    of the full ``X``, without R's saving of memory and time (its Woodbury step in the
+    ``r``-dimensional space is not implemented).
     """
 
-    X: pd.DataFrame
+    X: pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]
     by: str | None = None
     factors: bool = True
     resids: bool = True
     prior: RegressionPrior = field(default_factory=RegressionHorseshoePrior)
+    #: ``(U, V)`` when ``X`` was given in low-rank form, else None.
+    low_rank: tuple[pd.DataFrame, pd.DataFrame] | None = field(default=None, init=False,
+                                                               repr=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.X, tuple | list):
+            U, V = _check_low_rank(self.X)
+            object.__setattr__(self, "low_rank", (U, V))
+            object.__setattr__(self, "X", pd.DataFrame(U.to_numpy(dtype=float)
+                                                       @ V.to_numpy(dtype=float).T,
+                                                       index=U.index, columns=V.index))
         X = self.X
         if not isinstance(X, pd.DataFrame):
             raise InputTypeError(f"extra_regressions.X must be a pandas DataFrame (rows x "
-                                 f"covariates), got {type(X).__name__}")
+                                 f"covariates) or a pair (U, V) of DataFrames (X = U V'), "
+                                 f"got {type(X).__name__}")
         if X.shape[1] == 0:
             raise InputError("extra_regressions.X has no columns")
         bad = [str(c) for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])
@@ -556,6 +575,40 @@ class ExtraRegression:
     def level_keys(self) -> list[str]:
         """``X``'s index as strings (the levels of ``by``)."""
         return [str(v) for v in self.X.index]
+
+
+def _check_low_rank(pair: tuple | list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(U, V)`` of a low-rank ``X = U V'``, checked (errors name ``extra_regressions.X``)."""
+    if len(pair) != 2:
+        raise InputError(f"extra_regressions.X as a low-rank pair must be (U, V) with X = "
+                         f"U V', got {len(pair)} item(s)")
+    U, V = pair
+    for name, M, rows in (("U", U, "rows (as X's rows) x rank"),
+                          ("V", V, "covariates x rank")):
+        if not isinstance(M, pd.DataFrame):
+            raise InputTypeError(f"extra_regressions.X=(U, V): {name} must be a pandas "
+                                 f"DataFrame ({rows}), got {type(M).__name__}")
+        if M.shape[1] == 0 or M.shape[0] == 0:
+            raise InputError(f"extra_regressions.X=(U, V): {name} is empty ({M.shape})")
+        bad = [str(c) for c in M.columns if not pd.api.types.is_numeric_dtype(M[c])
+               or pd.api.types.is_bool_dtype(M[c])]
+        if bad:
+            raise InputTypeError(f"extra_regressions.X=(U, V): {name} has non-numeric "
+                                 f"column(s) {bad[:10]}")
+        if not np.all(np.isfinite(M.to_numpy(dtype=float))):
+            raise InputError(f"extra_regressions.X=(U, V): {name} has NaN or infinite values")
+    if U.shape[1] != V.shape[1]:
+        raise InputError(f"extra_regressions.X=(U, V): U has {U.shape[1]} column(s) (rank) "
+                         f"but V has {V.shape[1]}; X = U V' needs the same rank r (U: n x r, "
+                         "V: covariates x r)")
+    if [str(c) for c in U.columns] != [str(c) for c in V.columns]:
+        raise LabelError(f"extra_regressions.X=(U, V): U's columns {list(U.columns)[:5]} "
+                         f"and V's columns {list(V.columns)[:5]} differ; they name the same "
+                         "r components, in the same order")
+    if V.index.has_duplicates:
+        raise InputError("extra_regressions.X=(U, V): V's index (the covariates) has "
+                         "duplicated labels")
+    return U, V
 
 
 def regression_dims(extra: ExtraRegression) -> dict[str, tuple[str, ...]]:
