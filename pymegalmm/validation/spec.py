@@ -213,7 +213,15 @@ class ModelSpec:
                 f"n_factors={self.n_factors}, h2_divisions={self.control.h2_divisions}, "
                 f"burn={self.control.burn}, missing={missing}, "
                 f"Lambda_prior={self.priors.Lambda_prior!r}, "
-                f"observation={type(self.observation).__name__})")
+                f"observation={type(self.observation).__name__}"
+                f"{self._extra_regressions_repr()})")
+
+    def _extra_regressions_repr(self) -> str:
+        extra = self.extra_regressions
+        if extra is None:
+            return ""
+        return (f", extra_regressions=({len(extra.names)} covariates, factors={extra.factors}, "
+                f"resids={extra.resids}, prior={extra.prior!r})")
 
 
 def _check_traits(value: Any) -> int | tuple[str, ...]:
