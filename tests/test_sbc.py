@@ -132,8 +132,8 @@ def test_extra_regression_priors_are_calibrated(prior):
 
     Measured (seed 21): smallest Bonferroni p 1.0 (horseshoe), 0.047 (BayesC), 0.35
     (BayesB).  The spike-and-slab priors' pooled ``B2`` ranks are mildly U-shaped (about
-    +25 % in the two end bins), which thinning 3 times more reduces: see the report in
-    docs/validation.md; the long runs are ``validation/run_sbc.py --part b2_...``.
+    +25 % in the two end bins; docs/validation.md, "Priors of the extra regressions");
+    the long runs are ``validation/run_sbc.py --part b2_...``.
     """
     res = sbc(_b2_part(prior), replications=100, iterations=150, thin=25, seed=21,
               workers=2)
