@@ -14,14 +14,16 @@ from ._config import set_wait_policy, show_config, warn_if_serial
 __version__ = "0.1.0"
 
 __all__ = ["MegaLMM", "Control", "Priors", "ExtraRegression", "RegressionHorseshoePrior",
-           "cross_validate", "run_chains", "show_config", "__version__"]
+           "RegressionBayesCPrior", "RegressionBayesBPrior", "cross_validate", "run_chains",
+           "show_config", "__version__"]
 
 set_wait_policy()  # before the kernels load the OpenMP runtime
 warn_if_serial()
 
 _LAZY = {"MegaLMM": "model", "Control": "control", "Priors": "priors",
          "run_chains": "distributed", "cross_validate": "distributed",
-         "ExtraRegression": "regressions", "RegressionHorseshoePrior": "regressions"}
+         "ExtraRegression": "regressions", "RegressionHorseshoePrior": "regressions",
+         "RegressionBayesCPrior": "regressions", "RegressionBayesBPrior": "regressions"}
 
 
 def __getattr__(name: str) -> Any:

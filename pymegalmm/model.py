@@ -37,7 +37,7 @@ from .errors import ConcurrencyError, InputError, InputTypeError, RunDirectoryEr
 from .linalg import sampling_threads, single_threaded_blas
 from .model_parts import parse_cis_genotypes, parse_lambda_fixed
 from .observation import GaussianMissing, MissingDataMap, ObservationModel
-from .priors import Priors
+from .priors import LambdaPrior, Priors
 from .regressions import REGRESSION_DESCRIPTIONS, ExtraRegression, regression_dims
 from .results import tables
 from .results.arviz_export import to_arviz
@@ -273,10 +273,13 @@ class MegaLMM:
             "extra_regressions", extra_regressions, ExtraRegression,
             "a pymegalmm.ExtraRegression")
         extra = self.extra_regressions
-        if extra is not None and extra.resids and self.priors.Lambda_prior.has_loadings_sampler:
+        lam_prior = self.priors.Lambda_prior
+        if (extra is not None and extra.resids and lam_prior.has_loadings_sampler
+                and type(lam_prior).spike_and_slab is LambdaPrior.spike_and_slab):
             raise InputError(f"extra_regressions with resids=True needs a loadings prior drawn "
-                             f"by the Gaussian step; {type(self.priors.Lambda_prior).__name__} "
-                             "draws its own loadings: use resids=False or another prior")
+                             f"by the Gaussian step or by spike and slab (BayesC); "
+                             f"{type(lam_prior).__name__} draws its own loadings otherwise: "
+                             "use resids=False or another prior")
         if extra is not None and extra.factors and Lambda_fixed is not None:
             raise InputError("Lambda_fixed with extra_regressions on the factors "
                              "(factors=True) is not supported: the fixed factors' total "
@@ -287,7 +290,8 @@ class MegaLMM:
                       **(regression_dims(extra) if extra is not None else {}),
                       **(CIS_DIMS if cis_genotypes is not None else {}), **obs_dims}
         self.record = ([*default_record(self.priors.Lambda_prior),
-                        *(n for n in ("B2_F", "B2_R") if n in self._dims), *obs_dims]
+                        *(n for n in ("B2_F", "B2_R", "B2_F_pi", "B2_R_pi", "B2_F_inclusion",
+                                      "B2_R_inclusion") if n in self._dims), *obs_dims]
                        if record is None else check_names("record", record, self._dims))
         if record is None and cis_genotypes is not None:
             self.record = [*self.record, "cis_effects"]

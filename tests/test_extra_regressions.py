@@ -163,13 +163,22 @@ def test_bad_inputs(tmp_path):
                 verbose=False, run_dir=tmp_path / "bad", extra_regressions=X)
 
 
-def test_bayesc_loadings_need_resids_false(tmp_path):
+def test_own_loadings_draw_without_spike_and_slab_needs_resids_false(tmp_path):
+    """A loadings prior with its own draw that is not spike and slab cannot share the
+    traits' regression with B2_R (BayesC can: tests/test_b2_priors.py)."""
+    from dataclasses import dataclass
+
     from pymegalmm import Priors
-    from pymegalmm.priors import BayesCPrior
+    from pymegalmm.priors import ARDPrior
+
+    @dataclass(frozen=True)
+    class OwnDraw(ARDPrior):
+        def sample_loadings(self, regression, state, rng):
+            return None
 
     sim = simulate()
     with pytest.raises(InputError, match="resids=False"):
-        fit(sim, tmp_path, n_iter=0, priors=Priors(Lambda_prior=BayesCPrior()))
+        fit(sim, tmp_path, n_iter=0, priors=Priors(Lambda_prior=OwnDraw()))
 
 
 def test_documented_example_runs(capsys, tmp_path, monkeypatch):

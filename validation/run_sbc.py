@@ -25,7 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pymegalmm import Priors
+from pymegalmm import (
+    ExtraRegression,
+    Priors,
+    RegressionBayesBPrior,
+    RegressionBayesCPrior,
+    RegressionHorseshoePrior,
+)
 from pymegalmm.priors import ARDPrior, GammaPrior, VariancePrior
 from pymegalmm.priors.bayesc import BayesCPrior
 from pymegalmm.priors.horseshoe import HorseshoePrior
@@ -99,6 +105,32 @@ def mh_h2_part() -> ModelSpec:
     return replace(spec, control=replace(spec.control, h2_step_size=0.2))
 
 
+def _b2(prior: RegressionHorseshoePrior | RegressionBayesCPrior | RegressionBayesBPrior
+        ) -> ModelSpec:
+    """The default model with 5 standard-normal covariates regressing the factors and the
+    traits (``extra_regressions``: ``B2_F`` and ``B2_R``) under ``prior``; ``B2_R`` and
+    the identified ``B2_F Lambda`` are ranked."""
+    spec = default_part()
+    X = pd.DataFrame(np.random.default_rng(8).standard_normal((spec.n, 5)),
+                     index=spec.fit_data.index, columns=[f"x{i}" for i in range(5)])
+    return replace(spec, extra_regressions=ExtraRegression(X=X, prior=prior))
+
+
+def b2_horseshoe_part() -> ModelSpec:
+    """Extra regressions under the horseshoe (R's ``sample_B2_prec_horseshoe``)."""
+    return _b2(RegressionHorseshoePrior())
+
+
+def b2_bayesc_part() -> ModelSpec:
+    """Extra regressions under BayesC (spike and slab, one slab variance per column)."""
+    return _b2(RegressionBayesCPrior())
+
+
+def b2_bayesb_part() -> ModelSpec:
+    """Extra regressions under BayesB (spike and slab, one slab variance per coefficient)."""
+    return _b2(RegressionBayesBPrior())
+
+
 PARTS: dict[str, Callable[[], ModelSpec]] = {
     "default": default_part,
     "priors": priors_part,
@@ -106,6 +138,9 @@ PARTS: dict[str, Callable[[], ModelSpec]] = {
     "bayesc": bayesc_part,
     "ard_covariates": ard_covariates_part,
     "mh_h2": mh_h2_part,
+    "b2_horseshoe": b2_horseshoe_part,
+    "b2_bayesc": b2_bayesc_part,
+    "b2_bayesb": b2_bayesb_part,
 }
 
 

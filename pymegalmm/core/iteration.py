@@ -26,7 +26,7 @@ from .column_lmm import sample_column_lmm
 from .data import ModelData, Workspace
 from .factor_scores import sample_factor_scores, sample_factor_scores_by_pattern
 from .mean import EtaConditional, eta_mean, residual_proportion
-from .regressions import factor_mean, precision, update_precisions
+from .regressions import factor_mean, precision, spike_slab_sampler, update_precisions
 from .state import ChainState
 
 
@@ -87,19 +87,29 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
             X_pen = np.asfortranarray(X_pen[:, kf:])
         pen_prec, pen_mean = prior_prec[:, cols], (None if prior_mean is None
                                                    else prior_mean[:, cols])
+        sampler, coef_old = pen_sampler, None
         if b2:
             X_pen = np.hstack([rd.QtX2[gi], X_pen])
-            pen_prec = np.vstack([precision(s.extra, "B2_R")[:, cols], pen_prec])
+            pen_prec = np.vstack([precision(rd, s.extra, "B2_R")[:, cols], pen_prec])
             if pen_mean is not None:
                 pen_mean = np.vstack([np.zeros((b2, pen_mean.shape[1])), pen_mean])
+            if rd.prior.spike_slab or lambda_prior.has_loadings_sampler:
+                # single-site sweep over the spike-and-slab rows of [B2_R; Lambda], the
+                # Gaussian ones (and B1) jointly given them
+                lambda_sites = (lambda_prior.spike_and_slab(s.lambda_prior)
+                                if lambda_prior.has_loadings_sampler else None)
+                sampler = spike_slab_sampler(rd, s.extra, "B2_R", cols, lambda_sites,
+                                             k - kf, pen_prec, rng)
+                coef_old = np.concatenate([s.extra["B2_R"][:, cols], s.Lambda[kf:, cols],
+                                           s.B1[:, cols]])
+        if sampler is not None and coef_old is None:
+            coef_old = np.concatenate([s.Lambda[kf:, cols], s.B1[:, cols]])
         draw = sample_column_lmm(
             g.re, y, s.resid_h2_index[cols], pri.tot_Y_var, d.log_prior_resid, rng,
             work, X_pen=X_pen, X_flat=g.QtX1, prior_prec=pen_prec, prior_mean=pen_mean,
             tau=s.tot_Eta_prec[cols], drop_flat=g.drop_fixed, residual=True,
-            effects_out=s.U_R if every else None, key=str(gi), pen_sampler=pen_sampler,
-            coef_old=None if pen_sampler is None else np.concatenate(
-                [s.Lambda[kf:, cols], s.B1[:, cols]]),
-            h2_neighbourhoods=d.h2_neighbourhoods,
+            effects_out=s.U_R if every else None, key=str(gi), pen_sampler=sampler,
+            coef_old=coef_old, h2_neighbourhoods=d.h2_neighbourhoods,
         )
         if b2:  # keep Eta - X1 B1 - X2 B2_R - Z U_R for the factor scores
             s.extra["B2_R"][:, cols] = draw.coef[:b2]
@@ -119,10 +129,17 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
     # With extra regressions on the factors, B2_F is drawn with tot_F_prec (X2 penalised).
     re_F = d.factor_re
     on_F = rd is not None and rd.factors
+    on_F_args = {}
+    if on_F:
+        on_F_args = {"X_pen": rd.QtX2[0], "prior_prec": precision(rd, s.extra, "B2_F"),
+                     "tau": s.tot_F_prec}
+        if rd.prior.spike_slab:  # single-site sweep over B2_F
+            on_F_args.update(pen_sampler=spike_slab_sampler(rd, s.extra, "B2_F", slice(None),
+                                                            None, 0, None, rng),
+                             coef_old=s.extra["B2_F"])
     draw = sample_column_lmm(re_F, s.QtF, s.F_h2_index, pri.tot_F_var, d.log_prior_factor,
                              rng, work, key="F", h2_neighbourhoods=d.h2_neighbourhoods,
-                             **({"X_pen": rd.QtX2[0], "prior_prec": precision(s.extra, "B2_F"),
-                                 "tau": s.tot_F_prec} if on_F else {}),
+                             **on_F_args,
                              **({"tau": s.tot_F_prec, "keep_tau": np.arange(k) < kf}
                                 if kf else {}))
     s.tot_F_prec, s.F_h2_index, s.U_F = draw.tau, draw.h2_index, draw.effects
@@ -149,7 +166,8 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
     s.lambda_prior = lambda_prior.update(s.Lambda[kf:] if kf else s.Lambda, s.tot_Eta_prec,
                                          s.lambda_prior, rng)
 
-    # Step 8. The extra regressions' horseshoe scales (only with extra_regressions).
+    # Step 8. The extra regressions' prior (horseshoe scales; spike and slab: pi, slab
+    # variances), only with extra_regressions.
     if rd is not None:
         s.extra = update_precisions(rd, s.extra, s.tot_F_prec, s.tot_Eta_prec, rng)
 

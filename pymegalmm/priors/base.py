@@ -204,6 +204,16 @@ class LambdaPrior(ABC):
         """
         return None
 
+    def spike_and_slab(self, state: PriorState) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(slab variances, inclusion probabilities)`` per factor, or None (default).
+
+        A prior whose loadings are spike and slab (drawn by :meth:`sample_loadings` with
+        :func:`pymegalmm.priors.bayesc.sample_spike_slab`) returns them, so that the
+        sampler can sweep its loadings together with other spike-and-slab or Gaussian
+        penalised coefficients of the same regression (the extra regressions' ``B2_R``).
+        """
+        return None
+
     @property
     def has_loadings_sampler(self) -> bool:
         """Whether this prior overrides :meth:`sample_loadings` (the sampler asks once)."""

@@ -217,41 +217,18 @@ class BayesCPrior(LambdaPrior):
         tau : numpy.ndarray
             ``(c,)`` total precisions.
         """
-        r = regression
-        k = r.n_pen
-        p, c = r.XtWy.shape
-        G = r.gram[r.gram_index]  # (c, p, p), trait by trait
-        tau = np.asarray(r.tau, dtype=float)
-        coef = np.array(r.coef, dtype=float, order="F", copy=True)
-        drop = None if r.drop_flat is None else np.asarray(r.drop_flat, dtype=bool).T
-        if drop is not None:
-            coef[k:][drop] = 0.0
         sigma2 = np.asarray(state["Lambda_sigma2"], dtype=float)
         pi = np.clip(np.asarray(state["Lambda_pi"], dtype=float), 1e-300, 1.0 - 1e-16)
         logit_pi = np.log(pi) - np.log1p(-pi)
-        u = rng.random((k, c))
-        z = rng.standard_normal((k, c))
-        # Xr[:, j] = X' W (y_j - X coef_j): the residual's cross-products, kept current
-        Xr = r.XtWy - np.einsum("jpq,qj->pj", G, coef)
-        for l in range(k):
-            g_ll = G[:, l, l]
-            rhs = Xr[l] + g_ll * coef[l]
-            prec = g_ll + 1.0 / sigma2[l]
-            mu = rhs / prec
-            log_bf = -0.5 * np.log1p(g_ll * sigma2[l]) + 0.5 * tau * rhs * mu
-            new = np.where(u[l] < expit(logit_pi[l] + log_bf),
-                           mu + z[l] / np.sqrt(tau * prec), 0.0)
-            Xr -= G[:, :, l].T * (new - coef[l])
-            coef[l] = new
-        if p > k:
-            coef[k:] = _sample_flat(G, r.XtWy, coef, k, tau, drop, rng)
-        Gc = np.einsum("jpq,qj->pj", G, coef)
-        ss = np.maximum(r.yWy - 2.0 * (coef * r.XtWy).sum(axis=0) + (coef * Gc).sum(axis=0), 0.0)
-        lam = coef[:k]
-        m = (lam != 0.0).sum(axis=0)
-        pen = (np.square(lam) / sigma2[:, None]).sum(axis=0)
-        gamma = rng.standard_gamma(r.tau_shape + 0.5 * (r.n_rows + m))
-        return coef, gamma / (r.tau_rate + 0.5 * (ss + pen))
+        return sample_spike_slab(regression, np.arange(regression.n_pen), sigma2[:, None],
+                                 logit_pi[:, None], None, rng)
+
+    def spike_and_slab(self, state: PriorState) -> tuple[np.ndarray, np.ndarray]:
+        """``(sigma2, pi)`` per factor: the slab variances (relative to ``tot_Eta_prec``)
+        and inclusion probabilities, for a joint single-site sweep with other
+        spike-and-slab coefficients (:func:`sample_spike_slab`)."""
+        return (np.asarray(state["Lambda_sigma2"], dtype=float),
+                np.asarray(state["Lambda_pi"], dtype=float))
 
     def sample_prior(self, n_factors: int, tot_prec: np.ndarray, rng: np.random.Generator
                      ) -> tuple[np.ndarray, PriorState]:
@@ -297,6 +274,121 @@ class BayesCPrior(LambdaPrior):
         return self.pi.a / (self.pi.a + self.pi.b) if isinstance(self.pi, BetaPrior) else self.pi
 
 
+def sample_spike_slab(r: LoadingsRegression, sites: np.ndarray, slab_var: np.ndarray,
+                      logit_pi: np.ndarray, pen_prec: np.ndarray | None,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Single-site (collapsed) Gibbs sweep over spike-and-slab coefficients, then the rest.
+
+    The regression of ``c`` columns given their h2 (whitened: ``e ~ N(0, I / tau_j)``),
+    ``y_j = X coef_j + e_j`` with ``X = [X_pen, X_flat]`` (``r.n_pen`` penalised columns
+    first).  The penalised columns at ``sites`` are spike and slab: ``coef_lj = 0`` with
+    probability ``1 - pi_lj``, else ``N(0, slab_var_lj / tau_j)``; the other penalised
+    columns are Gaussian, ``N(0, 1 / (tau_j pen_prec_lj))``; the flat ones (``X_flat``) have
+    a flat prior.  Per column ``j``, with ``G = X' W X``, ``c = X' W y``:
+
+    1. for each site ``l`` in turn, ``r_l = c_l - sum_{m != l} G_lm coef_m`` (current
+       values), ``P = G_ll + 1 / slab_var_l``, ``mu = r_l / P``: include with probability
+       ``expit(logit pi_l + log BF)``, ``log BF = -log(1 + G_ll slab_var_l) / 2 +
+       tau_j r_l mu / 2`` (the value integrated out); if included ``coef_lj ~ N(mu,
+       1 / (tau_j P))``, else 0;
+    2. the other coefficients jointly, ``N(A^-1 d, (tau_j A)^-1)`` with ``A = G_RR +
+       diag(pen_prec)`` (0 for the flat ones) and ``d = c_R - G_RS coef_S`` (flat
+       coefficients not identified for a column, ``r.drop_flat``, left out at 0);
+    3. ``tau_j ~ Gamma(shape + (n + m_j + g) / 2, rate + SS / 2 + sum_l coef_lj^2 /
+       (2 slab_var_lj) + sum_Gauss pen_prec coef^2 / 2)``, ``m_j`` the non-zero sites and
+       ``g`` the Gaussian penalised coefficients.
+
+    Shared by the BayesC loadings (:meth:`BayesCPrior.sample_loadings`, sites = the
+    loadings) and the spike-and-slab extra-regression priors
+    (:class:`pymegalmm.RegressionBayesCPrior`, :class:`pymegalmm.RegressionBayesBPrior`).
+    Random numbers, in this order: ``(s, c)`` uniforms and ``(s, c)`` standard normals
+    for the sites (one each per site, used or not), ``(p - s, c)`` standard normals for
+    the rest (none when empty), ``c`` standard gammas for ``tau``.
+
+    Parameters
+    ----------
+    r : LoadingsRegression
+        Sufficient statistics and current values of the ``c`` columns.
+    sites : numpy.ndarray
+        ``(s,)`` increasing positions of the spike-and-slab columns among the penalised.
+    slab_var : numpy.ndarray
+        ``(s, c)`` (or ``(s, 1)``) slab variances relative to ``tau``.
+    logit_pi : numpy.ndarray
+        ``(s, c)`` (or ``(s, 1)``) log-odds of inclusion.
+    pen_prec : numpy.ndarray or None
+        ``(n_pen, c)`` relative prior precisions of the Gaussian penalised columns (rows at
+        ``sites`` unused); None when every penalised column is a site.
+    rng : numpy.random.Generator
+        The chain's generator.
+
+    Returns
+    -------
+    coef : numpy.ndarray
+        ``(p, c)`` coefficients, Fortran-ordered.
+    tau : numpy.ndarray
+        ``(c,)`` total precisions.
+    """
+    k = r.n_pen
+    p, c = r.XtWy.shape
+    sites = np.asarray(sites, dtype=np.intp)
+    n_s = sites.size
+    prefix = n_s == k and pen_prec is None  # every penalised column a site (BayesC loadings)
+    S: slice | np.ndarray = slice(0, k) if prefix else sites
+    G = r.gram[r.gram_index]  # (c, p, p), column by column
+    tau = np.asarray(r.tau, dtype=float)
+    coef = np.array(r.coef, dtype=float, order="F", copy=True)
+    drop = None if r.drop_flat is None else np.asarray(r.drop_flat, dtype=bool).T
+    if drop is not None:
+        coef[k:][drop] = 0.0
+    u = rng.random((n_s, c))
+    z = rng.standard_normal((n_s, c))
+    # Xr[:, j] = X' W (y_j - X coef_j): the residual's cross-products, kept current
+    Xr = r.XtWy - np.einsum("jpq,qj->pj", G, coef)
+    for i, l in enumerate(sites):
+        g_ll = G[:, l, l]
+        rhs = Xr[l] + g_ll * coef[l]
+        prec = g_ll + 1.0 / slab_var[i]
+        mu = rhs / prec
+        log_bf = -0.5 * np.log1p(g_ll * slab_var[i]) + 0.5 * tau * rhs * mu
+        new = np.where(u[i] < expit(logit_pi[i] + log_bf),
+                       mu + z[i] / np.sqrt(tau * prec), 0.0)
+        Xr -= G[:, :, l].T * (new - coef[l])
+        coef[l] = new
+    gauss = np.zeros(0, dtype=np.intp)
+    if prefix:
+        if p > k:
+            coef[k:] = _sample_flat(G, r.XtWy, coef, k, tau, drop, rng)
+    else:
+        is_site = np.zeros(p, dtype=bool)
+        is_site[sites] = True
+        rest = np.flatnonzero(~is_site)  # Gaussian penalised columns, then the flat ones
+        gauss = rest[rest < k]
+        if rest.size:
+            diag = np.zeros((rest.size, c))
+            if gauss.size:
+                if pen_prec is None:
+                    raise ValueError("pen_prec is needed when some penalised columns are "
+                                     "not spike-and-slab sites")
+                diag[:gauss.size] = np.asarray(pen_prec, dtype=float)[gauss]
+            drop_rest = None
+            if drop is not None:
+                drop_rest = np.zeros((rest.size, c), dtype=bool)
+                drop_rest[gauss.size:] = drop
+            coef[rest] = _sample_block(G[:, rest][:, :, rest], G[:, rest][:, :, sites],
+                                       r.XtWy[rest], coef[sites], diag, tau, drop_rest, rng)
+    Gc = np.einsum("jpq,qj->pj", G, coef)
+    ss = np.maximum(r.yWy - 2.0 * (coef * r.XtWy).sum(axis=0) + (coef * Gc).sum(axis=0), 0.0)
+    lam = coef[S]
+    m = (lam != 0.0).sum(axis=0)
+    pen = (np.square(lam) / slab_var).sum(axis=0)
+    if gauss.size:
+        m = m + gauss.size
+        pen = pen + (np.asarray(pen_prec, dtype=float)[gauss] * np.square(coef[gauss])
+                     ).sum(axis=0)
+    gamma = rng.standard_gamma(r.tau_shape + 0.5 * (r.n_rows + m))
+    return coef, gamma / (r.tau_rate + 0.5 * (ss + pen))
+
+
 def _sample_flat(G: np.ndarray, XtWy: np.ndarray, coef: np.ndarray, k: int, tau: np.ndarray,
                  drop: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
     """``B1_j ~ N(A^-1 d, (tau_j A)^-1)`` per trait given the loadings (batched over traits).
@@ -305,12 +397,28 @@ def _sample_flat(G: np.ndarray, XtWy: np.ndarray, coef: np.ndarray, k: int, tau:
     decoupled (its row and column of ``A`` set to the identity's, ``d`` to 0) and set to 0.
     Draws ``(p - k, c)`` standard normals.
     """
-    p, c = XtWy.shape
-    A = np.array(G[:, k:, k:], copy=True)  # (c, b, b)
-    d = XtWy[k:] - np.einsum("jbl,lj->bj", G[:, k:, :k], coef[:k])
-    z = rng.standard_normal((p - k, c))
+    return _sample_block(G[:, k:, k:], G[:, k:, :k], XtWy[k:], coef[:k], None, tau, drop, rng)
+
+
+def _sample_block(G_RR: np.ndarray, G_RS: np.ndarray, XtWy_R: np.ndarray, coef_S: np.ndarray,
+                  diag: np.ndarray | None, tau: np.ndarray, drop: np.ndarray | None,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Coefficients ``R`` of every column jointly given the others ``S`` (batched).
+
+    ``N(A^-1 d, (tau_j A)^-1)`` with ``A = G_RR + diag(diag_j)`` (``diag``: ``(r, c)`` prior
+    precisions relative to ``tau``, None for all flat) and ``d = c_R - G_RS coef_S``; a
+    coefficient with ``drop`` is decoupled (its row and column of ``A`` set to the
+    identity's, ``d`` to 0) and set to 0.  Draws ``(r, c)`` standard normals.
+    """
+    A = np.array(G_RR, copy=True)  # (c, r, r)
+    d = XtWy_R - np.einsum("jbl,lj->bj", G_RS, coef_S)
+    b, c = d.shape
+    if diag is not None:
+        idx = np.arange(b)
+        A[:, idx, idx] += diag.T
+    z = rng.standard_normal((b, c))
     if drop is not None and drop.any():
-        jj, bb = np.nonzero(drop.T)  # trait, coefficient
+        jj, bb = np.nonzero(drop.T)  # column, coefficient
         A[jj, bb, :] = 0.0
         A[jj, :, bb] = 0.0
         A[jj, bb, bb] = 1.0

@@ -12,7 +12,7 @@ import numpy as np
 from ..core.data import ModelData
 from ..core.fixed_factors import pad_prior_record
 from ..core.mean import eta_mean, residual_proportion
-from ..core.regressions import precision
+from ..core.regressions import precision, recorded_state
 from ..core.state import ChainState
 from ..observation.base import LatentScale
 
@@ -73,19 +73,24 @@ class UserScale:
             **prior_record,
             **cis_record,
             **(d.observation.record(s.observation) if s.observation else {}),
-            **self.regression_parameters(s, f_sd),
+            **self.regression_parameters(s, d, f_sd),
         }
 
-    def regression_parameters(self, s: ChainState, f_sd: np.ndarray) -> dict[str, np.ndarray]:
-        """``B2_F`` (unit-variance factors), ``B2_R`` (user's scale) and their prior
-        precisions on those scales (absolute, not relative to the total precisions)."""
+    def regression_parameters(self, s: ChainState, d: ModelData, f_sd: np.ndarray
+                              ) -> dict[str, np.ndarray]:
+        """``B2_F`` (unit-variance factors), ``B2_R`` (user's scale), their prior
+        precisions on those scales (absolute, not relative to the total precisions) and
+        the prior's recorded (scale-free) state, e.g. the spike and slab's ``B2_F_pi``."""
         out = {}
+        rd = d.regressions
         if "B2_F" in s.extra:
             out["B2_F"] = s.extra["B2_F"] * f_sd
-            out["B2_F_prec"] = precision(s.extra, "B2_F")  # var(B2_F*) = 1 / prec
+            out["B2_F_prec"] = precision(rd, s.extra, "B2_F")  # var(B2_F*) = 1 / prec
+            out.update(recorded_state(rd, s.extra, "B2_F"))
         if "B2_R" in s.extra:
             out["B2_R"] = s.extra["B2_R"] * self.scale
-            out["B2_R_prec"] = precision(s.extra, "B2_R") * s.tot_Eta_prec / self.scale**2
+            out["B2_R_prec"] = precision(rd, s.extra, "B2_R") * s.tot_Eta_prec / self.scale**2
+            out.update(recorded_state(rd, s.extra, "B2_R"))
         return out
 
     @staticmethod

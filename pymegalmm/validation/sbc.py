@@ -56,6 +56,9 @@ QUANTITIES: dict[str, str] = {
     "B1": "fixed effects",
     "Y_missing": "latent value of one missing cell per trait (the observation model's "
                  "imputation)",
+    "B2_R": "direct effects of the extra regressors on each trait (extra_regressions)",
+    "B2_F_Lambda": "effects of the extra regressors on the traits through the factors, "
+                   "B2_F Lambda (B2_F alone is not identified)",
 }
 
 
@@ -94,8 +97,19 @@ def quantity_labels(model_spec: ModelSpec) -> dict[str, list[str]]:
         "LtL": pairs,
         "B1": [f"{f}:{tr}" for f in design.fixed_names for tr in traits],
         "Y_missing": [traits[j] for j in _missing_traits(model_spec)],
+        **_regression_labels(model_spec),
     }
     return {name: value for name, value in labels.items() if value}
+
+
+def _regression_labels(model_spec: ModelSpec) -> dict[str, list[str]]:
+    """``B2_R`` and ``B2_F_Lambda`` entries ``"marker:trait"`` (with extra regressions)."""
+    extra = model_spec.extra_regressions
+    if extra is None:
+        return {}
+    entries = [f"{x}:{tr}" for x in extra.names for tr in model_spec.trait_names]
+    return {**({"B2_R": entries} if extra.resids else {}),
+            **({"B2_F_Lambda": entries} if extra.factors else {})}
 
 
 def quantity_values(params: dict[str, np.ndarray], names: Iterable[str],
@@ -111,7 +125,8 @@ def quantity_values(params: dict[str, np.ndarray], names: Iterable[str],
     ----------
     params : dict
         ``Lambda`` (k, t), ``F_h2`` (m, k), ``resid_h2`` (m, t), ``tot_Eta_prec`` (t,),
-        ``B1`` (b1, t) and, for ``Y_missing``, ``Eta`` (n, t).
+        ``B1`` (b1, t), for ``Y_missing`` ``Eta`` (n, t), and with extra regressions
+        ``B2_R`` (x2, t) and ``B2_F`` (x2, k).
     names : iterable of str
         Quantities wanted (keys of :data:`QUANTITIES`).
     cells : (rows, cols), optional
@@ -152,6 +167,10 @@ def quantity_values(params: dict[str, np.ndarray], names: Iterable[str],
             if cells is None:
                 raise ValueError("Y_missing needs the cells")
             out[name] = params["Eta"][cells]
+        elif name == "B2_R":
+            out[name] = np.asarray(params["B2_R"], dtype=float).ravel()
+        elif name == "B2_F_Lambda":  # identified: invariant to the factors' order and sign
+            out[name] = (params["B2_F"] @ lam).ravel()
         else:
             raise KeyError(name)
     return out
@@ -192,9 +211,11 @@ def _fit(task: _Task, sim: Simulation, seed: int) -> Any:
     # nothing is recorded (burn past the last iteration): draws are read from the state
     control = replace(spec.control, burn=task.burn + task.n_draws * task.thin, thin=1,
                       n_threads=1)
+    extra = {} if spec.extra_regressions is None else {
+        "extra_regressions": spec.extra_regressions}
     return MegaLMM(sim.Y, spec.formula, data=sim.data, relmat=spec.relmat, control=control,
                    priors=spec.priors, observation=spec.observation, seed=seed,
-                   record=["tot_Eta_prec"], run_dir=_unused_run_dir(), verbose=False)
+                   record=["tot_Eta_prec"], run_dir=_unused_run_dir(), verbose=False, **extra)
 
 
 def _unused_run_dir() -> str:

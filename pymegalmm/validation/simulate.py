@@ -95,6 +95,7 @@ class Simulation:
             "B1": p["B1"].copy(),
             "Eta": p["Eta"].copy(),
             **prior.record(state),
+            **_regressions_user_scale(p),
         }
 
 
@@ -207,6 +208,9 @@ def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simu
     U_R, ZU_R = _draw_effects(effects, h_R, tau, rng)
     Eta = (design.X1 @ B1 + F @ Lambda + ZU_R
            + rng.standard_normal((n, t)) * np.sqrt((1.0 - h_R.sum(axis=0)) / tau))
+    regression_parameters = {}
+    if spec.extra_regressions is not None:  # X2 B2_F into F (and F Lambda), X2 B2_R into Eta
+        F, Eta, regression_parameters = _add_regressions(spec, F, Eta, Lambda, tau, tau_F, rng)
     observed = ~_missing_mask(spec, n, t, rng)
     Y = spec.observation.simulate(Eta, observed, rng)
 
@@ -215,8 +219,48 @@ def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simu
         "tot_F_prec": tau_F, "F_h2_index": F_idx, "B1": B1, "U_R": U_R, "U_F": U_F, "F": F,
         "Eta": Eta,
         **{f"lambda_prior.{name}": value for name, value in prior_state.items()},
+        **regression_parameters,
     }
     rows = design.rows
     return Simulation(spec=spec, Y=pd.DataFrame(Y, index=rows, columns=names),
                       data=spec.data.loc[rows], observed=observed, parameters=parameters,
                       grid=grid, lambda_prior=lambda_prior)
+
+
+# ----------------------------------------------------------------------------- extra regressions
+
+def _add_regressions(spec: ModelSpec, F: np.ndarray, Eta: np.ndarray, Lambda: np.ndarray,
+                     tau: np.ndarray, tau_F: np.ndarray, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """``B2_F`` (with ``tot_F_prec``) then ``B2_R`` (with ``tot_Eta_prec``) from the prior's
+    ``sample_prior``; ``F += X2 B2_F`` (so ``Eta += X2 B2_F Lambda``), ``Eta += X2 B2_R``.
+
+    The prior's ``n`` (the horseshoe's global scale) is the number of rows, as the
+    model's.  Returns the new ``F`` and ``Eta`` and the parameters ``B2_F``, ``B2_R`` and
+    the prior's state (``B2_F.<key>``).
+    """
+    extra, X2 = spec.extra_regressions, spec.X2
+    n, p = X2.shape
+    out: dict[str, np.ndarray] = {}
+    if extra.factors:
+        B2_F, state = extra.prior.sample_prior(p, tau_F.size, n, tau_F, rng)
+        part = X2 @ B2_F
+        F = F + part
+        Eta = Eta + part @ Lambda
+        out.update({"B2_F": B2_F, **{f"B2_F.{k}": v for k, v in state.items()}})
+    if extra.resids:
+        B2_R, state = extra.prior.sample_prior(p, tau.size, n, tau, rng)
+        Eta = Eta + X2 @ B2_R
+        out.update({"B2_R": B2_R, **{f"B2_R.{k}": v for k, v in state.items()}})
+    return F, Eta, out
+
+
+def _regressions_user_scale(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``B2_F`` with unit-variance factors (``B2_F sqrt(tot_F_prec)``) and ``B2_R``
+    (``scale_Y=False``: as drawn), as :class:`pymegalmm.run.transform.UserScale`."""
+    out = {}
+    if "B2_F" in p:
+        out["B2_F"] = p["B2_F"] * np.sqrt(p["tot_F_prec"])[None, :]
+    if "B2_R" in p:
+        out["B2_R"] = p["B2_R"].copy()
+    return out

@@ -23,6 +23,7 @@ from ..design import Design, build_design
 from ..errors import InputError, InputTypeError
 from ..observation import GaussianMissing, ObservationModel
 from ..priors import Priors
+from ..regressions import ExtraRegression
 from ..validate import check_float, check_instance, check_int
 
 __all__ = ["ModelSpec", "example_spec"]
@@ -75,6 +76,11 @@ class ModelSpec:
         has a flat prior, which cannot be drawn from; a flat prior on a location
         parameter gives calibrated posteriors whatever the true value, so any
         distribution works.  Default 1.
+    extra_regressions : ExtraRegression, optional
+        Extra regressions ``X2 B2_F`` on the factors and ``X2 B2_R`` on the traits, as for
+        :class:`~pymegalmm.MegaLMM`; ``X`` must have a row for every row (or level of
+        ``by``) of ``data``.  ``B2_F`` and ``B2_R`` are drawn from their prior's
+        ``sample_prior``.
 
     Examples
     --------
@@ -96,6 +102,7 @@ class ModelSpec:
     control: Control = field(default_factory=_default_control)
     missing: float | np.ndarray = 0.0
     B1_sd: float = 1.0
+    extra_regressions: ExtraRegression | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.formula, str):
@@ -135,6 +142,28 @@ class ModelSpec:
                                       np.random.default_rng(0))
         except (ValueError, KeyError) as exc:
             raise InputError(f"missing does not fit the observation model: {exc}") from exc
+        self._check_extra_regressions()
+
+    # ------------------------------------------------------------------ extra regressions
+
+    def _check_extra_regressions(self) -> None:
+        """``extra_regressions``: an :class:`~pymegalmm.ExtraRegression` with a row of ``X``
+        for every row of data (its ``X2`` is cached for the simulations)."""
+        extra = self.extra_regressions
+        if extra is None:
+            return
+        check_instance("extra_regressions", extra, ExtraRegression,
+                       "a pymegalmm.ExtraRegression")
+        object.__setattr__(self, "_X2", extra.rows_for(self.fit_data))
+
+    @property
+    def X2(self) -> np.ndarray | None:
+        """``(n, x2)`` extra-regression covariates of the rows (None without them)."""
+        if self.extra_regressions is None:
+            return None
+        if "_X2" not in self.__dict__:  # after unpickling: caches are rebuilt
+            self._check_extra_regressions()
+        return self.__dict__["_X2"]
 
     # ------------------------------------------------------------------ derived
 
@@ -184,7 +213,15 @@ class ModelSpec:
                 f"n_factors={self.n_factors}, h2_divisions={self.control.h2_divisions}, "
                 f"burn={self.control.burn}, missing={missing}, "
                 f"Lambda_prior={self.priors.Lambda_prior!r}, "
-                f"observation={type(self.observation).__name__})")
+                f"observation={type(self.observation).__name__}"
+                f"{self._extra_regressions_repr()})")
+
+    def _extra_regressions_repr(self) -> str:
+        extra = self.extra_regressions
+        if extra is None:
+            return ""
+        return (f", extra_regressions=({len(extra.names)} covariates, factors={extra.factors}, "
+                f"resids={extra.resids}, prior={extra.prior!r})")
 
 
 def _check_traits(value: Any) -> int | tuple[str, ...]:
