@@ -87,6 +87,8 @@ class Simulation:
         ``scale_Y=False`` (user's scale = sampler's scale): factors of unit variance
         (``Lambda / sqrt(tot_F_prec)``), variance proportions from the grid, and the
         loadings prior's recorded state.  ``Eta`` is the latent data, missing cells included.
+        With ``cis_genotypes``, ``cis_effects`` (t, c_max), NaN beyond each trait's
+        columns, as the model records them.
         """
         p = self.parameters
         prior = self.lambda_prior
