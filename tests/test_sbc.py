@@ -462,9 +462,12 @@ def test_fixed_factors_are_simulated_as_the_sampler_assumes():
     grid = sim.grid
     expected = np.exp(h2_log_prior(favour_high_h2, grid, "h2")) * idx.size
     assert counts[0] == 0 and stats.chisquare(counts[1:], expected[1:]).pvalue > 1e-3
-    # without fixed factors the draws are those of before (same random numbers)
+    # without fixed factors every factor's precision is drawn; the traits' draws, made
+    # before the factors', use the same random numbers
     plain = simulate_from_prior(replace(spec, Lambda_fixed=None), np.random.default_rng(13))
     assert plain.parameters["tot_F_prec"].shape == (3,)
+    assert np.all(plain.parameters["tot_F_prec"] != 1.0)
+    np.testing.assert_array_equal(plain.parameters["tot_Eta_prec"], p["tot_Eta_prec"])
     assert "F_h2_fixed" not in quantity_labels(replace(spec, Lambda_fixed=None))
     assert quantity_labels(spec)["F_h2_fixed"] == ["a", "b"]
 
