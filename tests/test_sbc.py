@@ -461,3 +461,217 @@ def test_result_summary_and_plots(tiny_spec, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"pymegalmm\[plot\]"):
         res.plot()
+
+
+# ----------------------------------------------------------------------------- model parts:
+# fixed factors, cis effects, two random effects (low-rank and dense back-ends)
+
+def fixed_factor_spec() -> ModelSpec:
+    """The default model on 40 rows x 3 traits with one of its 2 factors fixed."""
+    spec = example_spec(n=40, traits=3, n_factors=2, missing=0.1, burn=100)
+    L = pd.DataFrame([[0.8, -0.5, 0.3]], index=["fx"], columns=spec.trait_names)
+    return replace(spec, Lambda_fixed=L)
+
+
+def cis_spec() -> ModelSpec:
+    """The default model on 40 rows x 3 traits, two cis columns for y1 and one for y3
+    (centred allele counts, as docs/model_parts.md advises with an intercept); y3's is a
+    DataFrame whose rows are matched by label, in reverse order."""
+    spec = example_spec(n=40, traits=3, n_factors=2, missing=0.1, burn=100)
+    rng = np.random.default_rng(3)
+    X = rng.binomial(2, 0.3, (spec.n, 3)).astype(float)
+    X -= X.mean(axis=0)
+    y3 = pd.DataFrame(X[::-1, 2:], index=spec.fit_data.index[::-1], columns=["snp"])
+    return replace(spec, cis_genotypes={"y1": X[:, :2], "y3": y3})
+
+
+def two_effect_spec(n_plots: int) -> ModelSpec:
+    """``~ 1 + (1|Line) + (1|Plot)``: 16 lines with a marker-based K, 3 rows each, put in
+    ``n_plots`` iid plots at random; 3 traits, 1 factor, 10 % missing, h2 grid of 10
+    points (``h2_divisions=4``).  4 plots (r_o = 4 <= 48 / 4) pick the low-rank back-end,
+    16 (r_o = 16 > 12) the dense one."""
+    from pymegalmm.datasets import simulate_two_random_effects
+
+    sim = simulate_two_random_effects(n_lines=16, n_reps=3, n_plots=n_plots, t=1, seed=2,
+                                      n_markers=200)
+    return ModelSpec("~ 1 + (1|Line) + (1|Plot)", sim.data, {"Line": sim.K}, traits=3,
+                     n_factors=1, missing=0.1,
+                     control=Control(h2_divisions=4, burn=100, scale_Y=False))
+
+
+def test_fixed_factors_are_calibrated():
+    """One fixed factor (loadings 0.8, -0.5, 0.3; total precision held at 1) and one free
+    factor under ARD: 100 replications, 6 draws 25 iterations apart after 100 of burn-in,
+    the fixed factor's F_h2 ranked too; same Bonferroni threshold (family-wise 0.01) as the
+    other parts."""
+    res = sbc(fixed_factor_spec(), replications=100, iterations=150, thin=25, seed=21,
+              workers=2)
+    assert res.ranks["F_h2_fixed"].columns.tolist() == ["fx"]
+    assert res.passed(alpha=0.01), repr(res)
+
+
+def test_fixed_factors_are_simulated_as_the_sampler_assumes():
+    """The fixed rows of Lambda are the given loadings, the fixed factor has total
+    precision 1 (so, with K = I and no fixed effects, unit variance over 3,000 rows: the
+    sample variance of 3,000 normals has SD 0.026, bound 0.1 is ~4 SD), its F_h2 follows
+    h2_prior_factors, and the model's loadings prior draws the free rows only."""
+    data = pd.DataFrame({"g": [f"L{i}" for i in range(3000)]})
+    L = pd.DataFrame([[0.5, 0.0, -1.0], [0.1, 0.2, 0.3]], index=["a", "b"],
+                     columns=["y1", "y2", "y3"])
+    spec = ModelSpec("~ 0 + (1|g)", data, traits=3, n_factors=3, Lambda_fixed=L,
+                     priors=Priors(h2_prior_factors=favour_high_h2),
+                     control=Control(h2_divisions=10, scale_Y=False))
+    sim = simulate_from_prior(spec, np.random.default_rng(13))
+    p = sim.parameters
+    np.testing.assert_array_equal(p["Lambda"][:2], L.to_numpy())
+    np.testing.assert_array_equal(p["tot_F_prec"][:2], 1.0)
+    assert p["tot_F_prec"].shape == (3,) and p["tot_F_prec"][2] != 1.0
+    assert p["lambda_prior.delta"].shape[0] == 1  # ARD's state: the one free factor
+    np.testing.assert_allclose(p["F"][:, :2].var(axis=0), 1.0, atol=0.1)
+    np.testing.assert_array_equal(sim.user_scale()["Lambda"][:2], L.to_numpy())
+    # the fixed factors' F_h2 indices follow the (non-flat) factor prior
+    small = replace(spec, data=data.iloc[:20])
+    idx = np.array([simulate_from_prior(small, np.random.default_rng(s)).parameters
+                    ["F_h2_index"][:2] for s in range(500)]).ravel()
+    counts = np.bincount(idx, minlength=10)
+    grid = sim.grid
+    expected = np.exp(h2_log_prior(favour_high_h2, grid, "h2")) * idx.size
+    assert counts[0] == 0 and stats.chisquare(counts[1:], expected[1:]).pvalue > 1e-3
+    # without fixed factors every factor's precision is drawn; the traits' draws, made
+    # before the factors', use the same random numbers
+    plain = simulate_from_prior(replace(spec, Lambda_fixed=None), np.random.default_rng(13))
+    assert plain.parameters["tot_F_prec"].shape == (3,)
+    assert np.all(plain.parameters["tot_F_prec"] != 1.0)
+    np.testing.assert_array_equal(plain.parameters["tot_Eta_prec"], p["tot_Eta_prec"])
+    assert "F_h2_fixed" not in quantity_labels(replace(spec, Lambda_fixed=None))
+    assert quantity_labels(spec)["F_h2_fixed"] == ["a", "b"]
+
+
+def test_model_part_quantities_are_those_the_model_reports():
+    """F_h2 of the fixed factors and the cis effects are read from a draw as the model
+    records them (posterior F_h2[:, :k_f] and cis_effects without the NaN padding)."""
+    spec = replace(cis_spec(), Lambda_fixed=fixed_factor_spec().Lambda_fixed)
+    sim = simulate_from_prior(spec, np.random.default_rng(8))
+    m = MegaLMM(sim.Y, spec.formula, data=sim.data, relmat=spec.relmat, control=spec.control,
+                seed=1, verbose=False, run_dir=os.path.join(tempfile.mkdtemp(), "run"),
+                Lambda_fixed=spec.Lambda_fixed, cis_genotypes=spec.cis_genotypes)
+    m.sample(spec.control.burn + 3, progress=False)
+    post = m.posterior.isel(chain=0, draw=-1)
+    params = {name: post[name].to_numpy() for name in ("Lambda", "F_h2", "resid_h2",
+                                                       "tot_Eta_prec", "cis_effects")}
+    q = quantity_values(params, ["F_h2_fixed", "cis_effects"], n_fixed=1)
+    np.testing.assert_array_equal(q["F_h2_fixed"], params["F_h2"][:, 0])
+    cis = params["cis_effects"]
+    np.testing.assert_array_equal(q["cis_effects"], [cis[0, 0], cis[0, 1], cis[2, 0]])
+    labels = quantity_labels(spec)
+    assert labels["cis_effects"] == ["y1:0", "y1:1", "y3:snp"]
+    assert labels["F_h2_fixed"] == ["fx"]
+    truth = quantity_values(sim.user_scale(), ["cis_effects"])["cis_effects"]
+    np.testing.assert_array_equal(truth, sim.parameters["cis_effects"][[0, 0, 2], [0, 1, 0]])
+
+
+def test_model_parts_are_checked_by_the_spec():
+    data = pd.DataFrame({"g": [f"L{i}" for i in range(10)]})
+    ok = pd.DataFrame([[1.0, 2.0]], index=["f"], columns=["y1", "y2"])
+    with pytest.raises(InputTypeError, match="Lambda_fixed"):
+        ModelSpec("~ 1 + (1|g)", data, traits=2, Lambda_fixed=ok.to_numpy())
+    with pytest.raises(InputError, match="Lambda_fixed"):
+        ModelSpec("~ 1 + (1|g)", data, traits=2, n_factors=1, Lambda_fixed=ok)
+    with pytest.raises(LabelError, match="Lambda_fixed"):
+        ModelSpec("~ 1 + (1|g)", data, traits=["a", "b"], Lambda_fixed=ok)
+    with pytest.raises(LabelError, match="cis_genotypes"):
+        ModelSpec("~ 1 + (1|g)", data, traits=2, cis_genotypes={"y3": np.arange(10.0)})
+    with pytest.raises(InputError, match="cis_genotypes"):
+        ModelSpec("~ 1 + (1|g)", data, traits=2, cis_genotypes={"y1": np.ones((10, 1))})
+    with pytest.raises(InputError, match="cis_genotypes"):  # rank 1 over every row
+        x = np.arange(10.0)
+        ModelSpec("~ 1 + (1|g)", data, traits=2, cis_genotypes={"y1": np.c_[x, 2 * x]})
+    with pytest.raises(InputError, match="cis_sd"):
+        ModelSpec("~ 1 + (1|g)", data, traits=2, cis_sd=-1.0)
+    spec = ModelSpec("~ 1 + (1|g)", data, traits=2, Lambda_fixed=ok,
+                     cis_genotypes={"y2": np.arange(10.0)})
+    assert "Lambda_fixed=['f']" in repr(spec) and "cis_effects=1" in repr(spec)
+    assert pickle.loads(pickle.dumps(spec)).cis_design.n_cis.tolist() == [0, 1]
+    with pytest.raises(InputError, match="simulate_spec"):
+        sbc(spec, replications=2, iterations=2, thin=1, workers=1,
+            simulate_spec=replace(spec, Lambda_fixed=None))
+    with pytest.raises(InputError, match="simulate_spec"):
+        sbc(spec, replications=2, iterations=2, thin=1, workers=1,
+            simulate_spec=replace(spec, cis_genotypes=None))
+
+
+def test_cis_effects_are_calibrated():
+    """Three cis effects (flat prior, drawn from N(0, 1) in the simulation: see
+    docs/validation.md for why that is exact) in the default model on 40 rows x 3 traits:
+    100 replications, 6 draws 25 iterations apart after 100 of burn-in, the cis effects
+    ranked; same Bonferroni threshold (family-wise 0.01)."""
+    res = sbc(cis_spec(), replications=100, iterations=150, thin=25, seed=21, workers=2)
+    assert res.ranks["cis_effects"].columns.tolist() == ["y1:0", "y1:1", "y3:snp"]
+    assert res.passed(alpha=0.01), repr(res)
+
+
+def test_cis_effects_are_simulated_on_their_rows():
+    """With cis effects drawn with SD 1000, each trait's data are its cis term up to
+    noise of SD ~1: the cis effects are recovered by least squares from Y, so each row of
+    each trait's design (a DataFrame matched by label) met the right row of Y.  A wrong
+    alignment would leave errors of order 1000; the bound (1 % of cis_sd) is ~20 times
+    the standard error of the estimates."""
+    spec = replace(cis_spec(), cis_sd=1000.0, missing=0.0)
+    sim = simulate_from_prior(spec, np.random.default_rng(14))
+    b = sim.parameters["cis_effects"]
+    assert b[1].tolist() == [0.0, 0.0] and b[2, 1] == 0.0  # nothing beyond each c_j
+    X1 = spec.cis_genotypes["y1"]
+    X3 = spec.cis_genotypes["y3"].loc[sim.Y.index].to_numpy()
+    for X, j, c in ((X1, 0, 2), (X3, 2, 1)):
+        est = np.linalg.lstsq(np.c_[np.ones(spec.n), X], sim.Y.iloc[:, j], rcond=None)[0][1:]
+        np.testing.assert_allclose(est, b[j, :c], atol=10.0)
+    assert np.abs(b[b != 0]).min() > 10.0  # the check above is not vacuous
+    # the latent data hold the term; without cis_genotypes none is drawn
+    assert "cis_effects" not in simulate_from_prior(
+        replace(spec, cis_genotypes=None), np.random.default_rng(14)).parameters
+
+
+@pytest.mark.parametrize("n_plots, backend", [(4, "LowRankRandomEffects"),
+                                              (16, "DenseRandomEffects")])
+def test_two_random_effects_are_calibrated(n_plots, backend):
+    """Two random effects (Line with K, iid Plot) on each back-end that serves them: 48
+    rows x 3 traits, 1 factor, 100 replications, 6 draws 25 iterations apart after 100 of
+    burn-in.  Ranked per random effect: resid_h2 (its share on the h2 grid), h2 and G,
+    with tot_Eta_prec, R, LtL, B1 and the imputed cells; same Bonferroni threshold
+    (family-wise 0.01) as the other parts."""
+    spec = two_effect_spec(n_plots)
+    sim = simulate_from_prior(spec, np.random.default_rng(0))
+    m = MegaLMM(sim.Y, spec.formula, data=sim.data, relmat=spec.relmat, control=spec.control,
+                verbose=False, run_dir=os.path.join(tempfile.mkdtemp(), "run"))
+    assert type(m.data.groups[0].re).__name__ == backend
+    res = sbc(spec, replications=100, iterations=150, thin=25, seed=21, workers=2)
+    assert res.ranks["resid_h2"].columns.tolist() == [
+        f"{c}:{y}" for c in ("Line", "Plot") for y in ("y1", "y2", "y3")]
+    assert len(res.ranks["G"].columns) == 12
+    assert res.passed(alpha=0.01), repr(res)
+
+
+def _misaligned(cis: dict) -> dict:
+    """Each trait's cis design with its rows reversed (labels kept)."""
+    return {k: (v.iloc[::-1].set_axis(v.index) if isinstance(v, pd.DataFrame) else v[::-1])
+            for k, v in cis.items()}
+
+
+@pytest.mark.parametrize("part", ["fixed_factors", "cis"])
+def test_a_wrong_model_part_is_detected(part):
+    """Power of the new quantities: data simulated with the fixed loadings doubled (the
+    fixed factor's variance 4 where the fit holds it at 1), or with each trait's cis
+    design misaligned with the rows, fail the check in 40 replications (seeded:
+    observed Bonferroni p-values 6e-5 for LtL and 1.5e-6 for the cis effects)."""
+    if part == "fixed_factors":
+        fit = fixed_factor_spec()
+        wrong, quantity = replace(fit, Lambda_fixed=fit.Lambda_fixed * 2.0), "LtL"
+    else:
+        fit = cis_spec()
+        wrong, quantity = replace(fit, cis_genotypes=_misaligned(fit.cis_genotypes)), \
+            "cis_effects"
+    fit = replace(fit, control=replace(fit.control, burn=30))
+    res = sbc(fit, replications=40, iterations=40, thin=4, seed=3, workers=2,
+              simulate_spec=wrong)
+    assert not res.passed(alpha=0.01)
+    assert res.summary().loc[quantity, "p_bonferroni"] < 1e-3

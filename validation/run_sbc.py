@@ -144,6 +144,60 @@ PARTS: dict[str, Callable[[], ModelSpec]] = {
 }
 
 
+# ----------------------------------------------------------------------------- model parts:
+# fixed factors, cis effects, two random effects on the low-rank and the dense back-ends
+
+def fixed_factors_part() -> ModelSpec:
+    """One fixed factor (R's ``Lambda_fixed``: loadings held, total precision 1) and two
+    free ones under ARD, otherwise the default model; the fixed factor's F_h2 is ranked."""
+    spec = default_part()
+    fixed = pd.DataFrame([[0.8, -0.5, 0.3, 0.0, 0.6]], index=["fixed"],
+                         columns=spec.trait_names)
+    return replace(spec, n_factors=3, Lambda_fixed=fixed)
+
+
+def cis_part() -> ModelSpec:
+    """cis effects (flat prior, drawn from N(0, 1)): two centred allele-count columns for
+    trait 1, one for traits 3 and 5, otherwise the default model; the effects are ranked."""
+    spec = default_part()
+    rng = np.random.default_rng(11)
+    X = rng.binomial(2, 0.3, (spec.n, 4)).astype(float)
+    X -= X.mean(axis=0)
+    return replace(spec, cis_genotypes={"y1": X[:, :2], "y3": X[:, 2], "y5": X[:, 3]})
+
+
+def two_effects_spec(n_plots: int) -> ModelSpec:
+    """``~ 1 + (1|Line) + (1|Plot)``: 20 lines with a marker-based K, 3 rows each, in
+    ``n_plots`` iid plots at random; 4 traits, 2 factors, 10 % missing, a 21-point h2 grid
+    (``h2_divisions=6``)."""
+    from pymegalmm import Control
+    from pymegalmm.datasets import simulate_two_random_effects
+
+    sim = simulate_two_random_effects(n_lines=20, n_reps=3, n_plots=n_plots, t=1, seed=2,
+                                      n_markers=300)
+    return ModelSpec("~ 1 + (1|Line) + (1|Plot)", sim.data, {"Line": sim.K}, traits=4,
+                     n_factors=2, missing=0.1,
+                     control=Control(h2_divisions=6, burn=BURN, scale_Y=False))
+
+
+def two_effects_lowrank_part() -> ModelSpec:
+    """Two random effects on the low-rank (Woodbury) back-end: 5 plots (r_o = 5 <= 60 / 4)."""
+    return two_effects_spec(5)
+
+
+def two_effects_dense_part() -> ModelSpec:
+    """Two random effects on the dense back-end: 20 plots (r_o = 20 > 60 / 4)."""
+    return two_effects_spec(20)
+
+
+PARTS.update({
+    "fixed_factors": fixed_factors_part,
+    "cis": cis_part,
+    "two_effects_lowrank": two_effects_lowrank_part,
+    "two_effects_dense": two_effects_dense_part,
+})
+
+
 def run(part: str, replications: int, workers: int, seed: int, replot: bool) -> None:
     """Run one part (or reload its ranks) and write its figures and tables."""
     spec = PARTS[part]()

@@ -59,6 +59,8 @@ QUANTITIES: dict[str, str] = {
     "B2_R": "direct effects of the extra regressors on each trait (extra_regressions)",
     "B2_F_Lambda": "effects of the extra regressors on the traits through the factors, "
                    "B2_F Lambda (B2_F alone is not identified)",
+    "F_h2_fixed": "variance proportions of each fixed factor (h2 grid; Lambda_fixed)",
+    "cis_effects": "each trait's cis effects (cis_genotypes)",
 }
 
 
@@ -98,6 +100,7 @@ def quantity_labels(model_spec: ModelSpec) -> dict[str, list[str]]:
         "B1": [f"{f}:{tr}" for f in design.fixed_names for tr in traits],
         "Y_missing": [traits[j] for j in _missing_traits(model_spec)],
         **_regression_labels(model_spec),
+        **_model_part_labels(model_spec, per_component),
     }
     return {name: value for name, value in labels.items() if value}
 
@@ -112,8 +115,20 @@ def _regression_labels(model_spec: ModelSpec) -> dict[str, list[str]]:
             **({"B2_F_Lambda": entries} if extra.factors else {})}
 
 
+def _model_part_labels(spec: ModelSpec, per_component: Any) -> dict[str, list[str]]:
+    """Labels of the fixed factors' ``F_h2`` and of the cis effects (``"trait:column"``)."""
+    labels: dict[str, list[str]] = {}
+    if spec.fixed_factors is not None:
+        labels["F_h2_fixed"] = per_component(list(spec.fixed_factors.names))
+    if spec.cis_design is not None:
+        labels["cis_effects"] = [f"{trait}:{col}" for trait, cols
+                                 in zip(spec.trait_names, spec.cis_design.names, strict=True)
+                                 for col in cols]
+    return labels
+
+
 def quantity_values(params: dict[str, np.ndarray], names: Iterable[str],
-                    cells: tuple[np.ndarray, np.ndarray] | None = None
+                    cells: tuple[np.ndarray, np.ndarray] | None = None, *, n_fixed: int = 0
                     ) -> dict[str, np.ndarray]:
     """The ranked quantities of one set of parameters on the user's scale, as 1-D arrays.
 
@@ -131,6 +146,10 @@ def quantity_values(params: dict[str, np.ndarray], names: Iterable[str],
         Quantities wanted (keys of :data:`QUANTITIES`).
     cells : (rows, cols), optional
         The cells of ``Eta`` for ``Y_missing``.
+    n_fixed : int
+        Number of fixed factors (the first rows of ``Lambda``), for ``F_h2_fixed``.
+        ``cis_effects`` needs ``params["cis_effects"]`` (t, c_max), NaN beyond each
+        trait's columns.
 
     Returns
     -------
@@ -171,6 +190,11 @@ def quantity_values(params: dict[str, np.ndarray], names: Iterable[str],
             out[name] = np.asarray(params["B2_R"], dtype=float).ravel()
         elif name == "B2_F_Lambda":  # identified: invariant to the factors' order and sign
             out[name] = (params["B2_F"] @ lam).ravel()
+        elif name == "F_h2_fixed":
+            out[name] = fh2[:, :n_fixed].ravel()
+        elif name == "cis_effects":
+            cis = np.asarray(params["cis_effects"], dtype=float)
+            out[name] = cis[~np.isnan(cis)]
         else:
             raise KeyError(name)
     return out
@@ -215,7 +239,18 @@ def _fit(task: _Task, sim: Simulation, seed: int) -> Any:
         "extra_regressions": spec.extra_regressions}
     return MegaLMM(sim.Y, spec.formula, data=sim.data, relmat=spec.relmat, control=control,
                    priors=spec.priors, observation=spec.observation, seed=seed,
-                   record=["tot_Eta_prec"], run_dir=_unused_run_dir(), verbose=False, **extra)
+                   record=["tot_Eta_prec"], run_dir=_unused_run_dir(), verbose=False, **extra,
+                   **_model_part_arguments(spec))
+
+
+def _model_part_arguments(spec: ModelSpec) -> dict[str, Any]:
+    """``Lambda_fixed`` and ``cis_genotypes`` of the spec, when it has them."""
+    out: dict[str, Any] = {}
+    if spec.Lambda_fixed is not None:
+        out["Lambda_fixed"] = spec.Lambda_fixed
+    if spec.cis_genotypes is not None:
+        out["cis_genotypes"] = spec.cis_genotypes
+    return out
 
 
 def _unused_run_dir() -> str:
@@ -233,7 +268,8 @@ def _replicate(task: _Task) -> dict[str, np.ndarray]:
         sim = simulate_from_prior(task.simulate_spec, np.random.default_rng(sim_seed))
         cells = (_missing_cells(sim.observed, _missing_traits(task.spec))
                  if "Y_missing" in names else None)
-        truth = quantity_values(sim.user_scale(), names, cells)
+        n_fixed = task.spec.n_fixed
+        truth = quantity_values(sim.user_scale(), names, cells, n_fixed=n_fixed)
     # one thread throughout, the setup (which draws the starting state) included
     with sampling_threads(1):
         with warnings.catch_warnings():
@@ -248,7 +284,7 @@ def _replicate(task: _Task) -> dict[str, np.ndarray]:
             params = m.user_scale(chain.state)
             if cells is not None:
                 params["Eta"] = chain.state.Eta * scale + center
-            for name, value in quantity_values(params, names, cells).items():
+            for name, value in quantity_values(params, names, cells, n_fixed=n_fixed).items():
                 draws[name][d] = value
     chain.check_finite(f"replication {task.index}")
     rng = np.random.default_rng(tie_seed)
@@ -373,6 +409,18 @@ def _tests(ranks: pd.DataFrame, n_draws: int, bins: int | None) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- the run
 
+def _check_same_model_parts(spec: ModelSpec, sim_spec: ModelSpec) -> None:
+    """``simulate_spec`` must have the fixed factors and cis columns of ``model_spec``."""
+    def parts(s: ModelSpec) -> tuple[int, list[int]]:
+        cis = s.cis_design
+        return s.n_fixed, ([] if cis is None else cis.n_cis.tolist())
+
+    if parts(spec) != parts(sim_spec):
+        raise InputError("simulate_spec must have the fixed factors (Lambda_fixed) and cis "
+                         "columns (cis_genotypes) of model_spec: (fixed factors, cis columns "
+                         f"per trait) {parts(spec)} against {parts(sim_spec)}")
+
+
 def _check_client(client: Any) -> Any:
     if client is not None and not all(hasattr(client, a) for a in ("map", "gather")):
         raise InputTypeError("client must be a dask.distributed.Client (with map and gather), "
@@ -482,6 +530,7 @@ def sbc(model_spec: ModelSpec, replications: int = 200, iterations: int = 200, t
         raise InputError(f"simulate_spec must have the rows and traits of model_spec "
                          f"({spec.n} x {len(spec.trait_names)}), got {sim_spec.n} x "
                          f"{len(sim_spec.trait_names)}")
+    _check_same_model_parts(spec, sim_spec)
     if client is not None or workers > 1:
         try:
             pickle.dumps((spec, sim_spec))

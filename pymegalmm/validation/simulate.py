@@ -6,12 +6,15 @@ scale, which is the user's with ``scale_Y=False``)::
     tot_Eta_prec_j ~ tot_Y_var prior          resid_h2_j ~ h2_prior_resids (grid)
     tot_F_prec_k   ~ tot_F_var prior          F_h2_k     ~ h2_prior_factors (grid)
     Lambda, loadings-prior state ~ Lambda_prior.sample_prior(k, tot_Eta_prec)
+        (with Lambda_fixed: its k_f rows first, tot_F_prec = 1 for them, and the
+        loadings prior draws the k - k_f free rows)
     B1 ~ N(0, B1_sd^2)                        (flat prior: see ModelSpec)
     U_F^(m)[:, k] ~ N(0, F_h2[m, k] / tot_F_prec_k K_m)
     F   = sum_m Z_m U_F^(m) + E_F,   E_F[:, k] ~ N(0, (1 - sum_m F_h2[m, k]) / tot_F_prec_k)
     U_R^(m)[:, j] ~ N(0, resid_h2[m, j] / tot_Eta_prec_j K_m)
     Eta = X1 B1 + F Lambda + sum_m Z_m U_R^(m) + E_R,
                                      E_R[:, j] ~ N(0, (1 - sum_m resid_h2[m, j]) / tot_Eta_prec_j)
+          (+ X_cis,j b_cis,j with cis_genotypes, b_cis ~ N(0, cis_sd^2): flat prior)
     Y   = observation.simulate(Eta, observed)
 
 Each part draws its own parameters next to its update: the loadings prior's
@@ -57,8 +60,11 @@ class Simulation:
         The true parameters on the sampler's scale: ``Lambda`` (k, t), ``tot_Eta_prec``
         (t,), ``resid_h2_index`` (t,), ``tot_F_prec`` (k,), ``F_h2_index`` (k,), ``B1``
         (b1, t), ``U_R`` (levels, t) and ``U_F`` (levels, k) (random effects stacked
-        in formula order), ``F`` (n, k), ``Eta`` (n, t), and the loadings prior's state
-        under ``lambda_prior.<name>``.
+        in formula order), ``F`` (n, k), ``Eta`` (n, t), the loadings prior's state
+        under ``lambda_prior.<name>`` (free factors only), and with ``cis_genotypes``
+        ``cis_effects`` (t, c_max; 0 beyond a trait's ``c_j``).  With ``Lambda_fixed``
+        the first rows of ``Lambda`` are the fixed loadings and the first entries of
+        ``tot_F_prec`` are 1.
     grid : numpy.ndarray
         ``(m, G)`` grid of variance proportions.
     lambda_prior : LambdaPrior
@@ -81,6 +87,8 @@ class Simulation:
         ``scale_Y=False`` (user's scale = sampler's scale): factors of unit variance
         (``Lambda / sqrt(tot_F_prec)``), variance proportions from the grid, and the
         loadings prior's recorded state.  ``Eta`` is the latent data, missing cells included.
+        With ``cis_genotypes``, ``cis_effects`` (t, c_max), NaN beyond each trait's
+        columns, as the model records them.
         """
         p = self.parameters
         prior = self.lambda_prior
@@ -96,7 +104,17 @@ class Simulation:
             "Eta": p["Eta"].copy(),
             **prior.record(state),
             **_regressions_user_scale(p),
+            **self._cis_record(),
         }
+
+    def _cis_record(self) -> dict[str, np.ndarray]:
+        """``cis_effects`` as the model records it (NaN beyond each trait's ``c_j``)."""
+        if "cis_effects" not in self.parameters:
+            return {}
+        cis = self.parameters["cis_effects"].copy()
+        n_cis = self.spec.cis_design.n_cis
+        cis[np.arange(cis.shape[1])[None, :] >= n_cis[:, None]] = np.nan
+        return {"cis_effects": cis}
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,6 +171,28 @@ def _missing_mask(spec: ModelSpec, n: int, t: int, rng: np.random.Generator) -> 
                      "1000 random patterns; use a smaller fraction")
 
 
+def _with_fixed_factors(spec: ModelSpec, tau_F: np.ndarray, Lambda: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed factors put first: total precision 1 (as the sampler holds it) and their
+    given loadings (sampler's scale = user's with ``scale_Y=False``)."""
+    fixed = spec.fixed_factors
+    return (np.concatenate([np.ones(fixed.n), tau_F]),
+            np.vstack([fixed.scaled, np.asarray(Lambda)]))
+
+
+def _draw_cis_effects(spec: ModelSpec, rng: np.random.Generator) -> np.ndarray | None:
+    """``(t, c_max)`` cis effects from ``N(0, cis_sd^2)`` (flat prior: see ModelSpec), 0
+    beyond each trait's ``c_j``; None without ``cis_genotypes`` (no random number used)."""
+    cis = spec.cis_design
+    if cis is None:
+        return None
+    n_cis = cis.n_cis
+    b = np.zeros((n_cis.size, cis.width))
+    inside = np.arange(cis.width)[None, :] < n_cis[:, None]
+    b[inside] = spec.cis_sd * rng.standard_normal(int(n_cis.sum()))
+    return b
+
+
 def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simulation:
     """Draw every parameter of ``model_spec`` from its prior, then data from the model.
 
@@ -195,12 +235,16 @@ def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simu
 
     tau = pri.tot_Y_var.sample_prior(t, rng)
     resid_idx = sample_h2_prior(pri.h2_prior_resids, grid, t, rng, "h2_prior_resids")
-    tau_F = pri.tot_F_var.sample_prior(k, rng)
+    kf = spec.n_fixed  # fixed factors first: total precision 1, loadings as given
+    tau_F = pri.tot_F_var.sample_prior(k - kf, rng)
     F_idx = sample_h2_prior(pri.h2_prior_factors, grid, k, rng, "h2_prior_factors")
     # the prior as the model uses it on these data (ModelData's: for_data, then for_traits)
     lambda_prior = pri.Lambda_prior.for_data(n).for_traits(list(names))
-    Lambda, prior_state = lambda_prior.sample_prior(k, tau, rng)
+    Lambda, prior_state = lambda_prior.sample_prior(k - kf, tau, rng)
+    if kf:
+        tau_F, Lambda = _with_fixed_factors(spec, tau_F, Lambda)
     B1 = spec.B1_sd * rng.standard_normal((b1, t))
+    cis_effects = _draw_cis_effects(spec, rng)
 
     h_F, h_R = grid[:, F_idx], grid[:, resid_idx]
     U_F, ZU_F = _draw_effects(effects, h_F, tau_F, rng)
@@ -211,6 +255,8 @@ def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simu
     regression_parameters = {}
     if spec.extra_regressions is not None:  # X2 B2_F into F (and F Lambda), X2 B2_R into Eta
         F, Eta, regression_parameters = _add_regressions(spec, F, Eta, Lambda, tau, tau_F, rng)
+    if cis_effects is not None:
+        Eta += spec.cis_design.mean(cis_effects)
     observed = ~_missing_mask(spec, n, t, rng)
     Y = spec.observation.simulate(Eta, observed, rng)
 
@@ -221,6 +267,8 @@ def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simu
         **{f"lambda_prior.{name}": value for name, value in prior_state.items()},
         **regression_parameters,
     }
+    if cis_effects is not None:
+        parameters["cis_effects"] = cis_effects
     rows = design.rows
     return Simulation(spec=spec, Y=pd.DataFrame(Y, index=rows, columns=names),
                       data=spec.data.loc[rows], observed=observed, parameters=parameters,

@@ -19,8 +19,11 @@ import numpy as np
 import pandas as pd
 
 from ..control import Control
+from ..core.cis import CisDesign
+from ..core.fixed_factors import FixedFactors
 from ..design import Design, build_design
 from ..errors import InputError, InputTypeError
+from ..model_parts import parse_cis_genotypes, parse_lambda_fixed
 from ..observation import GaussianMissing, ObservationModel
 from ..priors import Priors
 from ..regressions import ExtraRegression
@@ -81,6 +84,19 @@ class ModelSpec:
         :class:`~pymegalmm.MegaLMM`; ``X`` must have a row for every row (or level of
         ``by``) of ``data``.  ``B2_F`` and ``B2_R`` are drawn from their prior's
         ``sample_prior``.
+    Lambda_fixed : pandas.DataFrame, optional
+        Fixed factors, as for :class:`~pymegalmm.MegaLMM` (one row per fixed factor,
+        one column per trait; with ``scale_Y=False`` the user's scale is the
+        sampler's).  Their loadings are not drawn; their ``F_h2`` is drawn from
+        ``h2_prior_factors`` and their total precision is 1, as the sampler holds it.
+        ``n_factors`` counts them (at least one factor must be free).
+    cis_genotypes : dict of trait -> pandas.DataFrame or array, optional
+        Each trait's own regressors, as for :class:`~pymegalmm.MegaLMM` (``n`` rows:
+        the rows of ``data`` the design keeps).  Full column rank is required over
+        all ``n`` rows.
+    cis_sd : float
+        SD of the normal distribution the cis effects are drawn from (their prior is
+        flat, as ``B1``'s: any distribution gives calibrated ranks).  Default 1.
 
     Examples
     --------
@@ -103,6 +119,10 @@ class ModelSpec:
     missing: float | np.ndarray = 0.0
     B1_sd: float = 1.0
     extra_regressions: ExtraRegression | None = None
+    # fixed factors and cis effects (model parts of pymegalmm.model_parts)
+    Lambda_fixed: pd.DataFrame | None = None
+    cis_genotypes: Mapping[Any, Any] | None = None
+    cis_sd: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.formula, str):
@@ -143,6 +163,15 @@ class ModelSpec:
         except (ValueError, KeyError) as exc:
             raise InputError(f"missing does not fit the observation model: {exc}") from exc
         self._check_extra_regressions()
+        self._check_model_parts()
+
+    def _check_model_parts(self) -> None:
+        """Check ``Lambda_fixed``, ``cis_genotypes`` and ``cis_sd`` as MegaLMM would."""
+        object.__setattr__(self, "cis_sd", check_float("cis_sd", self.cis_sd, low=0.0))
+        if self.Lambda_fixed is not None:
+            _ = self.fixed_factors
+        if self.cis_genotypes is not None:
+            _ = self.cis_design
 
     # ------------------------------------------------------------------ extra regressions
 
@@ -190,6 +219,39 @@ class ModelSpec:
         return cached
 
     @property
+    def fixed_factors(self) -> FixedFactors | None:
+        """The fixed factors (``Lambda_fixed`` checked and in the traits' order), or None."""
+        if self.Lambda_fixed is None:
+            return None
+        cached = self.__dict__.get("_fixed")
+        if cached is None:
+            t = len(self.trait_names)
+            cached = parse_lambda_fixed(self.Lambda_fixed, self.trait_names, self.n_factors,
+                                        np.ones(t))
+            object.__setattr__(self, "_fixed", cached)
+        return cached
+
+    @property
+    def n_fixed(self) -> int:
+        """Number of fixed factors ``k_f`` (0 without ``Lambda_fixed``)."""
+        fixed = self.fixed_factors
+        return 0 if fixed is None else fixed.n
+
+    @property
+    def cis_design(self) -> CisDesign | None:
+        """Each trait's cis regressors over the design's rows (checked), or None."""
+        if self.cis_genotypes is None:
+            return None
+        cached = self.__dict__.get("_cis")
+        if cached is None:
+            names, n = self.trait_names, self.design.n
+            cached = parse_cis_genotypes(self.cis_genotypes, names, list(self.design.rows))
+            # the fit checks the rank over each trait group's rows; here over every row
+            cached = cached.for_groups([(np.arange(n), np.arange(len(names)))], names)
+            object.__setattr__(self, "_cis", cached)
+        return cached
+
+    @property
     def n(self) -> int:
         """Number of rows of the simulated data (rows of ``data`` the design keeps)."""
         return self.design.n
@@ -214,7 +276,7 @@ class ModelSpec:
                 f"burn={self.control.burn}, missing={missing}, "
                 f"Lambda_prior={self.priors.Lambda_prior!r}, "
                 f"observation={type(self.observation).__name__}"
-                f"{self._extra_regressions_repr()})")
+                f"{self._extra_regressions_repr()}{self._parts_repr()})")
 
     def _extra_regressions_repr(self) -> str:
         extra = self.extra_regressions
@@ -222,6 +284,15 @@ class ModelSpec:
             return ""
         return (f", extra_regressions=({len(extra.names)} covariates, factors={extra.factors}, "
                 f"resids={extra.resids}, prior={extra.prior!r})")
+
+    def _parts_repr(self) -> str:
+        """``, Lambda_fixed=[...]``, ``, cis=...`` when the model has those parts."""
+        out = ""
+        if self.fixed_factors is not None:
+            out += f", Lambda_fixed={self.fixed_factors.names}"
+        if self.cis_design is not None:
+            out += f", cis_effects={int(self.cis_design.n_cis.sum())}"
+        return out
 
 
 def _check_traits(value: Any) -> int | tuple[str, ...]:
