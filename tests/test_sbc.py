@@ -109,7 +109,7 @@ def test_long_run_thins_the_horseshoe_enough():
     """``validation/run_sbc.py`` keeps the horseshoe's 20 draws 200 iterations apart (the
     other parts 50): its slowest replications, where a loading moves between the prior's
     pole at zero and the value the data support, have ``Lambda' Lambda`` autocorrelation
-    times of 150-300 iterations, and draws 50 apart made its ranks U-shaped (+31 % at the
+    times of 140-260 iterations, and draws 50 apart made its ranks U-shaped (+31 % at the
     ends over 1,000 replications, docs/validation.md)."""
     import importlib.util
     from pathlib import Path

@@ -45,7 +45,7 @@ BURN, ITERATIONS, THIN = 500, 1000, 50
 #: horseshoe: in the replications where a loading's posterior is split between the prior's
 #: pole at zero and the value the data support (typically a factor with one large loading,
 #: whose variance trades with that trait's residual variance), the ranks of the
-#: ``Lambda' Lambda`` diagonal have integrated autocorrelation times of 150-300 iterations
+#: ``Lambda' Lambda`` diagonal have integrated autocorrelation times of 140-260 iterations
 #: (docs/validation.md), so draws 50 apart are correlated and pile ranks up at both ends.
 LONGER: dict[str, tuple[int, int]] = {"horseshoe": (4000, 200)}
 
