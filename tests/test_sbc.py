@@ -104,7 +104,10 @@ def test_other_model_parts_are_calibrated(part):
     """The other loadings priors (horseshoe, BayesC, ARD on trait covariates) and the
     Metropolis-Hastings h2 step, each in the default model on 40 rows x 3 traits: 100
     replications, 6 draws 25 iterations apart after 100 of burn-in; same Bonferroni
-    threshold (family-wise 0.01 per part) as the default model."""
+    threshold (family-wise 0.01 per part) as the default model.  For the horseshoe this
+    catches a grossly wrong conditional (the global scale's shape off by 1/2 gave
+    p = 3e-7) but not slow mixing, nor smaller errors (the local scales' rate or the
+    deltas' shape off): those are for tests/test_horseshoe.py and the long run."""
     res = sbc(_other_part(part), replications=100, iterations=150, thin=25, seed=21,
               workers=2)
     assert res.passed(alpha=0.01), repr(res)
@@ -175,6 +178,25 @@ def test_simulation_adds_the_extra_regressions():
     np.testing.assert_array_equal(
         simulate_from_prior(plain, np.random.default_rng(2)).parameters["Lambda"],
         p["Lambda"])
+
+
+def test_long_run_thins_the_horseshoe_enough():
+    """``validation/run_sbc.py`` keeps the horseshoe's 20 draws 200 iterations apart (the
+    other parts 50): its slowest replications, where a loading moves between the prior's
+    pole at zero and the value the data support, have ``Lambda' Lambda`` autocorrelation
+    times of 140-260 iterations, and draws 50 apart made its ranks U-shaped (+31 % at the
+    ends over 1,000 replications, docs/validation.md)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "validation" / "run_sbc.py"
+    spec = importlib.util.spec_from_file_location("run_sbc", path)
+    run_sbc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_sbc)
+    burn, iterations, thin = run_sbc.settings("horseshoe")
+    assert thin >= 200 and iterations // thin == 20 and burn == 500
+    for part in set(run_sbc.PARTS) - {"horseshoe"}:
+        assert run_sbc.settings(part) == (500, 1000, 50), part
 
 
 def test_a_wrong_prior_is_detected():

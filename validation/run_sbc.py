@@ -47,6 +47,20 @@ RESULTS = ROOT / "validation" / "results"
 #: the median replication, up to ~100 in a few).
 BURN, ITERATIONS, THIN = 500, 1000, 50
 
+#: Parts whose draws need more thinning: their (iterations, thin), still 20 draws.  The
+#: horseshoe: in the replications where a loading's posterior is split between the prior's
+#: pole at zero and the value the data support (typically a factor with one large loading,
+#: whose variance trades with that trait's residual variance), the ranks of the
+#: ``Lambda' Lambda`` diagonal have integrated autocorrelation times of 140-260 iterations
+#: (docs/validation.md), so draws 50 apart are correlated and pile ranks up at both ends.
+LONGER: dict[str, tuple[int, int]] = {"horseshoe": (4000, 200)}
+
+
+def settings(part: str) -> tuple[int, int, int]:
+    """Burn-in, iterations after it and thinning of one part's fits."""
+    iterations, thin = LONGER.get(part, (ITERATIONS, THIN))
+    return BURN, iterations, thin
+
 
 def low_h2_weights(grid: np.ndarray) -> np.ndarray:
     """A non-flat h2 prior: weight ``(1 - sum h2)^2`` (favours low h2)."""
@@ -201,16 +215,17 @@ PARTS.update({
 def run(part: str, replications: int, workers: int, seed: int, replot: bool) -> None:
     """Run one part (or reload its ranks) and write its figures and tables."""
     spec = PARTS[part]()
+    burn, iterations, thin = settings(part)
     print(f"== {part}: {spec}", flush=True)
     ranks_file = RESULTS / f"sbc_{part}_ranks.csv.gz"
     if replot:
         ranks = pd.read_csv(ranks_file, header=[0, 1], index_col=0)
-        res = SBCResult.from_ranks(ranks, ITERATIONS // THIN, settings={
-            "burn": BURN, "iterations": ITERATIONS, "thin": THIN, "seed": seed})
+        res = SBCResult.from_ranks(ranks, iterations // thin, settings={
+            "burn": burn, "iterations": iterations, "thin": thin, "seed": seed})
         seconds = "reloaded"
     else:
-        res = sbc(spec, replications=replications, iterations=ITERATIONS, thin=THIN,
-                  burn=BURN, seed=seed, workers=workers, progress=sys.stderr.isatty())
+        res = sbc(spec, replications=replications, iterations=iterations, thin=thin,
+                  burn=burn, seed=seed, workers=workers, progress=sys.stderr.isatty())
         seconds = f"{res.seconds:.0f} s with {workers} workers"
         RESULTS.mkdir(parents=True, exist_ok=True)
         res.ranks.to_csv(ranks_file, float_format="%.0f")
@@ -220,7 +235,7 @@ def run(part: str, replications: int, workers: int, seed: int, replot: bool) -> 
     sbc_histogram(res, ncols=4).savefig(FIGURES / f"sbc_{part}_hist.png", dpi=90)
     res.tests.to_csv(RESULTS / f"sbc_{part}_tests.csv", float_format="%.4g")
     (RESULTS / f"sbc_{part}_summary.md").write_text(
-        f"{len(res.ranks)} replications, {res.n_draws} draws (burn {BURN}, thin {THIN}), "
+        f"{len(res.ranks)} replications, {res.n_draws} draws (burn {burn}, thin {thin}), "
         f"seed {seed}, {seconds}\n\n" + markdown(res.summary()) + "\n", encoding="utf-8")
 
 

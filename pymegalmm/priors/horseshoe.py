@@ -30,8 +30,15 @@ REFRESH_UPDATES = 10
 class HorseshoePrior(LambdaPrior):
     """Horseshoe shrinkage prior on the factor loadings, ordered by a sequence of factor scales.
 
-    .. warning:: Simulation-based calibration (``docs/validation.md``) finds this prior's
-       ``Lambda' Lambda`` ranks U-shaped (posteriors too narrow); under investigation.
+    .. warning:: The Gibbs sampler mixes slowly under this prior when a loading's
+       posterior is split between the prior's pole at zero and a value the data support
+       (typically a factor with one large loading, whose variance trades with that
+       trait's residual variance): a chain can keep that loading collapsed near zero
+       for hundreds to thousands of iterations.  The conditionals are exact, but
+       ``Lambda' Lambda``, ``G`` and ``R`` then need long chains and heavy thinning
+       (``docs/validation.md``: draws 50 iterations apart gave U-shaped ranks in
+       simulation-based calibration); check their effective sample size
+       (:meth:`~pymegalmm.MegaLMM.diagnostics`).
 
     ``lambda_kj ~ N(0, tau2 * phi2_kj * c_k / tot_Eta_prec_j)`` with
 
