@@ -1037,6 +1037,10 @@ class MegaLMM:
         constant = dict(self._static_groups()["constant_data"].data_vars)
         predictive = None
         if check_bool("posterior_predictive", posterior_predictive):
+            if type(self.observation).latent_frame is not ObservationModel.latent_frame:
+                raise InputError(f"posterior_predictive is not available with "
+                                 f"{type(self.observation).__name__}: its data are not the "
+                                 "latent traits")
             expected = self.predict(kind="draws")
             var = (1 - post["resid_h2"].sum("component")) / post["tot_Eta_prec"]
             rng = np.random.default_rng(check_seed(seed))
