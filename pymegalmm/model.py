@@ -1057,7 +1057,10 @@ class MegaLMM:
         res = ", ".join(f"{r.name} ({r.n_levels} levels, rank {r.rank})" for r in d.random)
         lines = [
             "MegaLMM model",
-            f"  data          {d.n} rows x {d.n_traits} traits, {miss:.1f}% missing (imputed)",
+            (f"  data          {d.n} rows x {d.n_traits} traits, {miss:.1f}% missing (imputed)"
+             if type(self.observation).latent_frame is ObservationModel.latent_frame else
+             f"  data          {d.n} rows x {d.n_traits} latent traits seen through "
+             f"{type(self.observation).__name__}"),
             f"  fixed         {len(d.fixed_names)} columns: {', '.join(d.fixed_names[:6])}"
             + (" ..." if len(d.fixed_names) > 6 else ""),
             f"  random        {res}",
