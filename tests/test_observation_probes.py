@@ -15,7 +15,7 @@ import scipy.sparse
 from pymegalmm import Control, MegaLMM, datasets
 from pymegalmm.errors import InputError, InputTypeError, LabelError
 from pymegalmm.linalg import standard_normal
-from pymegalmm.observation import ProbesToGenes
+from pymegalmm.observation import Combined, ProbesToGenes
 from pymegalmm.observation.probes import probe_gene_update, simulate_probes
 from pymegalmm.priors.variance import GammaPrior
 
@@ -66,8 +66,10 @@ def test_inputs_are_checked(sim, tmp_path):
     bad.iloc[0, 0] = "high"
     with pytest.raises(ValueError, match="not numeric"):
         build(bad, pmap)
-    with pytest.raises(InputError, match="Y \\(n x probes\\) is required"):
+    with pytest.raises(InputTypeError, match="Y \\(n x probes\\) is required"):
         build(None, pmap)
+    with pytest.raises(InputError, match="ProbesToGenes cannot be a block of Combined"):
+        Combined({tuple(s.Y.columns): ProbesToGenes(pmap)})
     empty = Y.copy()
     empty["T01_p2"] = np.nan
     with pytest.raises(InputError, match=r"probe\(s\) \['T01_p2'\] of Y have no observed"):
@@ -76,7 +78,7 @@ def test_inputs_are_checked(sim, tmp_path):
 
 def test_y_none_is_refused_without_a_latent_frame(sim, tmp_path):
     s, _, _ = sim
-    with pytest.raises(InputError, match="Y is required with the observation model "
+    with pytest.raises(InputTypeError, match="Y is required with the observation model "
                                          "GaussianMissing"):
         MegaLMM(None, s.formula, data=s.data, relmat={"ID": s.K}, verbose=False,
                 run_dir=tmp_path / "r")

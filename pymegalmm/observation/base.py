@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 if TYPE_CHECKING:
     from ..core.data import ModelData
@@ -134,7 +134,7 @@ class ObservationModel(ABC):
         data : the user's ``data``.
         """
         if Y is None:
-            raise InputError(f"Y is required with the observation model "
+            raise InputTypeError(f"Y is required with the observation model "
                              f"{type(self).__name__} (only observation models that hold "
                              "their own data, such as Regression, accept Y=None)")
         return Y

@@ -93,7 +93,7 @@ def _aligned_probes(Y: Any, data: pd.DataFrame) -> tuple[np.ndarray, pd.Index, p
     from ..design import _align_rows, _as_trait_matrix
 
     if Y is None:
-        raise InputError("Y (n x probes) is required with ProbesToGenes")
+        raise InputTypeError("Y (n x probes) is required with ProbesToGenes")
     if not isinstance(data, pd.DataFrame):
         raise InputTypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     arr, probes, y_index = _as_trait_matrix(Y)
@@ -118,8 +118,9 @@ class ProbesToGenes(ObservationModel):
         ``Y`` in order.  Every probe of ``Y`` needs a gene, and every gene of the map
         at least one probe in ``Y``.
     precision : GammaPrior
-        Prior of each probe's residual precision ``tau_p`` on the sampler's scale
-        (default :data:`DEFAULT_PROBE_PRECISION_PRIOR`, Gamma(2, rate 1)); sampled and
+        Prior of each probe's residual precision ``tau_p`` on the sampler's scale (the
+        gene's probes divided by their pooled SD with ``Control.scale_Y``, else the scale
+        of ``Y``) (default :data:`DEFAULT_PROBE_PRECISION_PRIOR`, Gamma(2, rate 1)); sampled and
         recorded as ``probe_precision`` (user's scale).
 
     Notes

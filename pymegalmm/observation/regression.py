@@ -69,8 +69,8 @@ DEFAULT_OBSERVATION_PRECISION_PRIOR = GammaPrior(shape=2.0, rate=0.5)
 _DESCRIPTION = ("residual precision of the observations of each response (1 / the noise "
                 "variance around the individual curves), on the scale of the response")
 
-#: Below this many observations per unknown coefficient, the starting values shrink
-#: towards the pooled fit (a ridge penalty of this weight times the mean diagonal).
+#: Weight of the ridge penalty (times the mean diagonal of an individual's ``X'X``) that
+#: pulls its starting coefficients towards the pooled fit (few observations: the pooled fit).
 _START_RIDGE = 1e-2
 
 
