@@ -61,6 +61,7 @@ import pandas as pd
 import xarray as xr
 
 from .errors import InputError, InputTypeError, LabelError, RunDirectoryError, StoreError
+from .observation.base import ObservationModel
 from .validate import check_bool, check_float, check_instance, check_int, check_path, check_seed
 
 if TYPE_CHECKING:
@@ -924,6 +925,11 @@ def cross_validate(model: MegaLMM, folds: int | pd.DataFrame | np.ndarray = 5, *
             isinstance(folds, bool) or not isinstance(folds, int | np.integer | float)):
         raise InputTypeError("folds must be a number of folds or a matrix of fold labels "
                              f"(DataFrame or array of Y's shape), got {type(folds).__name__}")
+    obs = type(model.observation)
+    if obs.latent_frame is not ObservationModel.latent_frame:
+        raise InputError(f"cross_validate holds out cells of Y as latent traits; the "
+                         f"observation model {obs.__name__} sees its data through other "
+                         "latent traits, which it does not support yet")
     base = _check_base(run_dir)
     _check_draws(model, burn_in, iterations)
     fold, labels, entropy = _assign_folds(model, folds, folds_by, seed)

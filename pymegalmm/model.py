@@ -120,9 +120,13 @@ class MegaLMM:
 
     Parameters
     ----------
-    Y : pandas.DataFrame or array (n x t)
+    Y : pandas.DataFrame or array (n x t), or None
         Traits, one column each; NaN marks a missing cell, which is imputed
-        every iteration (and predicted by :meth:`predict`).
+        every iteration (and predicted by :meth:`predict`).  With an observation
+        model whose latent traits are not ``Y``'s columns
+        (:class:`~pymegalmm.observation.ProbesToGenes`: probes of genes), ``Y`` holds
+        that model's data; None when the observation model holds its own data
+        (:class:`~pymegalmm.observation.Regression`).
     formula : str
         One-sided lme4-style formula, e.g. ``"~ Population + (1|Line)"``.
         Fixed part parsed by formulaic; random terms ``(1|g)``, ``(1|a:b)``,
@@ -215,7 +219,7 @@ class MegaLMM:
 
     def __init__(
         self,
-        Y: pd.DataFrame | np.ndarray,
+        Y: pd.DataFrame | np.ndarray | None,
         formula: str,
         data: pd.DataFrame,
         relmat: Mapping[str, Any] | None = None,
@@ -321,7 +325,10 @@ class MegaLMM:
         # near-degenerate eigenvalues return different (equally valid) bases for
         # different thread counts, and the draws must not depend on the thread count.
         with single_threaded_blas():
-            self.design: Design = build_design(Y, formula, data, relmat,
+            # the latent traits' table: Y itself, unless the observation model sees Y (or
+            # its own data) through other latent traits (genes of probes, curve coefficients)
+            self.design: Design = build_design(self.observation.latent_frame(Y, data), formula,
+                                               data, relmat,
                                                K_eigen_tol=self._control.K_eigen_tol)
             self._kernel_threads = self._control.n_threads
             if self._kernel_threads is None and \
@@ -332,12 +339,12 @@ class MegaLMM:
             if not self.design.random:
                 raise ValueError("the formula has no random-effect term; MegaLMM needs at "
                                  "least one, e.g. '~ 1 + (1|Line)'")
-            self.latent = self.observation.prepare_data(
-                self.design.Y, list(self.design.rows), list(self.design.traits),
-                self._control.scale_Y)
+            self.latent = self.observation.prepare_design(Y, data, self.design,
+                                                          self._control.scale_Y)
             self.grid = make_h2_grid(len(self.design.random), self._control.h2_divisions)
             self.coords = Coordinates.from_design(self.design, self._control.n_factors,
                                                  self.priors.Lambda_prior)
+            self.coords.observation = self.observation.coordinates(self.latent)
             self._X2 = None
             if extra is not None:
                 self.coords.marker = extra.names
@@ -486,8 +493,12 @@ class MegaLMM:
     def _static_groups(self) -> dict[str, xr.Dataset]:
         """The data as ArviZ's ``observed_data`` and ``constant_data`` groups."""
         row, trait = {"row": self.coords.row}, {"trait": self.coords.trait}
+        own = type(self.observation).latent_frame is not ObservationModel.latent_frame
         Y = xr.DataArray(self.design.Y, dims=("row", "trait"), coords={**row, **trait},
-                         attrs={"description": "the data Y, NaN where missing"})
+                         attrs={"description": (
+                             "starting values of the latent traits, NaN where nothing is "
+                             f"observed (the data are held by {type(self.observation).__name__})"
+                             if own else "the data Y, NaN where missing")})
         X1 = xr.DataArray(self.design.X1, dims=("row", "fixed"),
                           coords={**row, "fixed": self.coords.fixed},
                           attrs={"description": "fixed-effect design matrix"})
@@ -782,7 +793,8 @@ class MegaLMM:
 
     def predict(self, new_data: pd.DataFrame | None = None, *, kind: str = "mean",
                 prob: float = 0.95, interval: str = "hpd", scale: str = "latent",
-                library_size: Any = None) -> pd.DataFrame | xr.DataArray:
+                library_size: Any = None, at: pd.DataFrame | None = None
+                ) -> pd.DataFrame | xr.DataArray:
         """Expected value of Y for the fitted rows or for new rows, user's scale (lme4's
         ``predict(newdata=)``), from every draw of the run (memory and ``run_dir``).
 
@@ -810,18 +822,27 @@ class MegaLMM:
             each draw's expected latent value through the observation model's response
             map (``expit`` for Binomial: a probability; ``exp`` for NegativeBinomial:
             the expected count per unit library size, times ``library_size`` if given;
-            the identity for Gaussian data).  The map is applied to the factor model's
-            expected latent value, not averaged over the trait's residual.
+            the identity for Gaussian data; :class:`~pymegalmm.observation.ProbesToGenes`:
+            each probe's expected value, labelled by probe;
+            :class:`~pymegalmm.observation.Regression`: each row's curve at the points
+            ``at``).  The map is applied to the factor model's expected latent value,
+            not averaged over the trait's residual.
         library_size : number, pandas.Series or array, optional
             With ``scale="response"`` and negative-binomial traits: the library size of
             each predicted row (a Series indexed like the rows, or one value per row in
             order) or one number for every row.
+        at : pandas.DataFrame, optional
+            With ``scale="response"`` and :class:`~pymegalmm.observation.Regression`:
+            the covariate values at which each row's curve is evaluated (one row per
+            point; default: the distinct covariate values of the observations).
         """
         if scale not in ("latent", "response"):
             raise InputError(f"scale must be 'latent' or 'response', got {scale!r}")
         if scale == "latent":
             if library_size is not None:
                 raise InputError("library_size only applies with scale='response'")
+            if at is not None:
+                raise InputError("at only applies with scale='response'")
             return self._results.predict(self.design, new_data, kind, prob, interval)
         from .results.prediction import check_kind, summarise
 
@@ -831,8 +852,13 @@ class MegaLMM:
         if library_size is not None:
             options["library_size"] = self._row_values("library_size", library_size,
                                                        draws.indexes["row"])
-        values = self.observation.to_response(draws.values, list(self.coords.trait), **options)
-        draws = draws.copy(data=values)
+        if at is not None:
+            options["at"] = at
+        values, labels = self.observation.response(draws.values, list(self.coords.trait),
+                                                   self.latent, **options)
+        draws = xr.DataArray(values, dims=draws.dims,
+                             coords={**{k: v for k, v in draws.coords.items()
+                                        if "trait" not in v.dims}, "trait": labels})
         draws.attrs["description"] = ("draws of the expected value of Y on the response "
                                       "scale of the observation model")
         return summarise(draws, kind, prob, interval, "row")
@@ -1015,6 +1041,10 @@ class MegaLMM:
         constant = dict(self._static_groups()["constant_data"].data_vars)
         predictive = None
         if check_bool("posterior_predictive", posterior_predictive):
+            if type(self.observation).latent_frame is not ObservationModel.latent_frame:
+                raise InputError(f"posterior_predictive is not available with "
+                                 f"{type(self.observation).__name__}: its data are not the "
+                                 "latent traits")
             expected = self.predict(kind="draws")
             var = (1 - post["resid_h2"].sum("component")) / post["tot_Eta_prec"]
             rng = np.random.default_rng(check_seed(seed))
@@ -1031,7 +1061,10 @@ class MegaLMM:
         res = ", ".join(f"{r.name} ({r.n_levels} levels, rank {r.rank})" for r in d.random)
         lines = [
             "MegaLMM model",
-            f"  data          {d.n} rows x {d.n_traits} traits, {miss:.1f}% missing (imputed)",
+            (f"  data          {d.n} rows x {d.n_traits} traits, {miss:.1f}% missing (imputed)"
+             if type(self.observation).latent_frame is ObservationModel.latent_frame else
+             f"  data          {d.n} rows x {d.n_traits} latent traits seen through "
+             f"{type(self.observation).__name__}"),
             f"  fixed         {len(d.fixed_names)} columns: {', '.join(d.fixed_names[:6])}"
             + (" ..." if len(d.fixed_names) > 6 else ""),
             f"  random        {res}",

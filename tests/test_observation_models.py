@@ -383,7 +383,7 @@ def test_docs_examples_run(tmp_path, monkeypatch):
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "observation_models.md").read_text()
     blocks = re.findall(r"^```python[ \t]*\n(.*?)^```", text, re.S | re.M)
-    assert len(blocks) == 5
+    assert len(blocks) == 7
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     for i, code in enumerate(blocks):
@@ -391,3 +391,5 @@ def test_docs_examples_run(tmp_path, monkeypatch):
     assert ns["expected"].shape == (60, 6) and (ns["expected"].to_numpy() > 0).all()
     assert ns["probability"].to_numpy().min() > 0 and ns["probability"].to_numpy().max() < 1
     assert ns["m"].posterior["dispersion"].isnull().sum() > 0  # the Combined example
+    assert ns["probe_values"].shape == (60, 18) and ns["gene_G"].shape == (1, 6, 6)
+    assert ns["curves"].shape == (60, 21) and ns["new_line"].shape == (1, 21)

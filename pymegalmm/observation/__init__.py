@@ -9,6 +9,8 @@ module                  what it holds
 ``binomial``            :class:`Binomial`, successes out of trials, logit link (Polya-Gamma)
 ``negative_binomial``   :class:`NegativeBinomial`, counts with library sizes, log link
 ``combined``            :class:`Combined`, blocks of traits with their own models, one fit
+``probes``              :class:`ProbesToGenes`, several probes per gene (microarrays)
+``regression``          :class:`Regression`, individual curves from observations along a covariate
 ``maps``                missing-data maps: which missing cells are imputed, which predicted
 ======================  ============================================================
 """
@@ -19,8 +21,10 @@ from .combined import Combined
 from .gaussian import GaussianMissing
 from .maps import MissingDataMap, TraitGroup, best_map, full_imputation_map, search_maps
 from .negative_binomial import NegativeBinomial
+from .probes import ProbesToGenes
+from .regression import Regression
 from .voom import Voom
 
 __all__ = ["Binomial", "Combined", "GaussianMissing", "LatentScale", "MissingDataMap",
-           "NegativeBinomial", "ObservationModel", "TraitGroup", "Voom", "best_map",
-           "full_imputation_map", "search_maps"]
+           "NegativeBinomial", "ObservationModel", "ProbesToGenes", "Regression", "TraitGroup",
+           "Voom", "best_map", "full_imputation_map", "search_maps"]

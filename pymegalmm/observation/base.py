@@ -4,6 +4,13 @@ MegaLMM's factor model describes a latent ``n x t`` matrix ``Eta``; an
 observation model says how the data ``Y`` relate to it.  It owns, in this order
 of the data flow:
 
+0. ``latent_frame`` (called before the design is built): the table of latent traits,
+   one row per row of ``data``, one column per latent trait, holding starting values
+   (NaN where nothing is observed).  By default ``Y`` itself: the latent traits are
+   ``Y``'s columns.  Models whose latent traits are not ``Y``'s columns (genes seen
+   through probes, curve coefficients seen through observations along a covariate)
+   build it from their own inputs, and then ``prepare_design`` prepares their data
+   knowing the design's rows;
 1. ``prepare`` (``prepare_data`` when the model needs the rows' labels): the data
    on the sampler's scale (centring and scaling per trait, the mask of observed
    cells), plus the model's own aligned inputs (weights, trial counts, library
@@ -30,13 +37,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
-from ..errors import InputError
+from ..errors import InputError, InputTypeError
 
 if TYPE_CHECKING:
     from ..core.data import ModelData
     from ..core.mean import EtaConditional
     from ..core.state import ChainState
+    from ..design import Design
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +81,8 @@ class ObservationModel(ABC):
     Attributes
     ----------
     state_dims : mapping of str -> tuple of str
-        Name and dims (among ``"trait"``) of every state array of the model (its own
+        Name and dims (``"trait"``, or the model's own dims named by
+        :meth:`coordinates`) of every state array of the model (its own
         parameters, drawn every iteration); none by default.
     recorded : mapping of str -> str
         State arrays recorded per draw by default, with their descriptions.
@@ -107,6 +117,49 @@ class ObservationModel(ABC):
         scale : ``Control.scale_Y``.
         """
         return self.prepare(Y, traits, scale)
+
+    def latent_frame(self, Y: Any, data: pd.DataFrame) -> Any:
+        """The latent traits' table, before the design is built (default: ``Y`` itself).
+
+        Called by :class:`~pymegalmm.MegaLMM` first; what it returns is the ``Y`` the
+        design is built from (rows matched with ``data``, rows without any latent value
+        dropped, trait names from its columns).  Models whose latent traits are not
+        ``Y``'s columns return a ``pandas.DataFrame`` indexed like ``data`` with one
+        column per latent trait, holding starting values (NaN where nothing is
+        observed); they may accept ``Y=None`` when their own inputs hold the data.
+
+        Parameters
+        ----------
+        Y : the user's ``Y`` (None when not given).
+        data : the user's ``data``.
+        """
+        if Y is None:
+            raise InputTypeError(f"Y is required with the observation model "
+                             f"{type(self).__name__} (only observation models that hold "
+                             "their own data, such as Regression, accept Y=None)")
+        return Y
+
+    def prepare_design(self, Y: Any, data: pd.DataFrame, design: Design, scale: bool
+                       ) -> LatentScale:
+        """The data on the sampler's scale, once the design is built (what the model calls).
+
+        Default: :meth:`prepare_data` of ``design.Y`` (``Y`` as the design aligned it).
+        Models with their own :meth:`latent_frame` override this to align their data
+        (the user's ``Y``, or their own inputs) with ``design.rows``.
+
+        Parameters
+        ----------
+        Y : the user's ``Y`` (None when not given).
+        data : the user's ``data``.
+        design : the design built from :meth:`latent_frame`'s table.
+        scale : ``Control.scale_Y``.
+        """
+        return self.prepare_data(design.Y, list(design.rows), list(design.traits), scale)
+
+    def coordinates(self, latent: LatentScale) -> dict[str, list]:
+        """Labels of the model's own dims (other than ``trait``) of recorded arrays,
+        e.g. ``{"probe": [...]}``; default none."""
+        return {}
 
     def initialize(self, latent: LatentScale, rng: np.random.Generator) -> ObservationState:
         """Starting state of the model's own parameters (default: none, no random number)."""
@@ -145,6 +198,35 @@ class ObservationModel(ABC):
             raise InputError(f"{type(self).__name__} takes no response-scale options, got "
                              f"{sorted(options)}")
         return eta
+
+    def response(self, eta: np.ndarray, traits: Sequence[Hashable], latent: LatentScale,
+                 **options: Any) -> tuple[np.ndarray, list]:
+        """The response scale of latent draws and the labels of its last axis.
+
+        What ``MegaLMM.predict(scale="response")`` calls.  Default: ``(to_response(eta,
+        traits, **options), traits)``, the response of each latent trait.  Models whose
+        responses are not the latent traits (probes of genes, points of curves) override
+        this; they may use their prepared data (``latent.extra``).
+
+        Parameters
+        ----------
+        eta : numpy.ndarray
+            Latent values on the user's scale, the trait axis last.
+        traits : sequence
+            Names of the latent traits along the last axis.
+        latent : LatentScale
+            The model's prepared data.
+        **options
+            Model-specific options.
+
+        Returns
+        -------
+        values : numpy.ndarray
+            The responses, the response axis last.
+        labels : list
+            The labels of the response axis.
+        """
+        return self.to_response(eta, traits, **options), list(traits)
 
     def trait_groups(self, observed: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Row and column indices of each trait group; default one group of everything."""

@@ -150,6 +150,8 @@ class Coordinates:
     marker: list[str] = field(default_factory=list)
     #: Positions of the cis effects (``cis_genotypes``): ``0 .. max c_j - 1``.
     cis: list[int] = field(default_factory=list)
+    #: The observation model's own dims (e.g. ``probe``), from its ``coordinates``.
+    observation: dict[str, list] = field(default_factory=dict)
 
     def for_dims(self, dims: Iterable[str]) -> dict[str, list]:
         """Coordinate values for the given dims."""
@@ -159,6 +161,8 @@ class Coordinates:
                 out[dim] = self.trait
             elif dim in ("chain", "draw"):
                 continue
+            elif dim in self.observation:
+                out[dim] = self.observation[dim]
             else:
                 out[dim] = getattr(self, dim)
         return out
