@@ -42,6 +42,7 @@ from .regressions import REGRESSION_DESCRIPTIONS, ExtraRegression, regression_di
 from .results import tables
 from .results.arviz_export import to_arviz
 from .results.diagnostics import diagnostics, factor_report
+from .results.prediction import response_predictions
 from .results.run_results import RunResults
 from .results.schema import (
     CIS_DIMS,
@@ -839,48 +840,13 @@ class MegaLMM:
         if scale not in ("latent", "response"):
             raise InputError(f"scale must be 'latent' or 'response', got {scale!r}")
         if scale == "latent":
-            if library_size is not None:
-                raise InputError("library_size only applies with scale='response'")
-            if at is not None:
-                raise InputError("at only applies with scale='response'")
+            if library_size is not None or at is not None:
+                raise InputError(f"{'library_size' if library_size is not None else 'at'} "
+                                 "only applies with scale='response'")
             return self._results.predict(self.design, new_data, kind, prob, interval)
-        from .results.prediction import check_kind, summarise
-
-        kind, prob, interval = check_kind(kind, prob, interval)
-        draws = self._results.predict(self.design, new_data, "draws", prob, interval)
-        options = {}
-        if library_size is not None:
-            options["library_size"] = self._row_values("library_size", library_size,
-                                                       draws.indexes["row"])
-        if at is not None:
-            options["at"] = at
-        values, labels = self.observation.response(draws.values, list(self.coords.trait),
-                                                   self.latent, **options)
-        draws = xr.DataArray(values, dims=draws.dims,
-                             coords={**{k: v for k, v in draws.coords.items()
-                                        if "trait" not in v.dims}, "trait": labels})
-        draws.attrs["description"] = ("draws of the expected value of Y on the response "
-                                      "scale of the observation model")
-        return summarise(draws, kind, prob, interval, "row")
-
-    @staticmethod
-    def _row_values(name: str, value: Any, rows: pd.Index) -> Any:
-        """A number, or one value per row as an ``(rows, 1)`` array (Series by label)."""
-        if isinstance(value, pd.Series):
-            missing = [r for r in rows if r not in value.index]
-            if missing:
-                raise InputError(f"{name} lacks row(s) {missing[:5]}")
-            arr = value.loc[list(rows)].to_numpy(dtype=float)
-        else:
-            arr = np.asarray(value, dtype=float)
-            if arr.ndim == 0 and np.isfinite(arr) and arr > 0:
-                return float(arr)
-            if arr.ndim and arr.shape != (len(rows),):
-                raise InputError(f"{name} must be a number or one value per row "
-                                 f"({len(rows)}), got shape {arr.shape}")
-        if not np.all(np.isfinite(arr) & (arr > 0)):
-            raise InputError(f"{name} must be finite and > 0")
-        return arr[:, None] if arr.ndim else float(arr)
+        return response_predictions(self._results, self.design, self.observation, self.latent,
+                                    list(self.coords.trait), new_data, kind, prob, interval,
+                                    library_size=library_size, at=at)
 
     def genetic_values(self, *, kind: str = "mean", prob: float = 0.95, interval: str = "hpd"
                        ) -> pd.DataFrame | xr.DataArray:

@@ -128,3 +128,57 @@ def summarise(draws: xr.DataArray, kind: str, prob: float, interval: str,
                                         names=[index, "trait"]))
     table.attrs.update(prob=prob, interval=interval)
     return table
+
+
+def response_predictions(results, design, observation, latent, traits: list, new_data,
+                         kind: str, prob: float, interval: str, *, library_size=None,
+                         at=None) -> pd.DataFrame | xr.DataArray:
+    """:meth:`pymegalmm.MegaLMM.predict` with ``scale="response"``: every draw of the
+    expected latent value through the observation model's response map
+    (:meth:`~pymegalmm.observation.ObservationModel.response`), then summarised.
+
+    Parameters
+    ----------
+    results : the run's :class:`~pymegalmm.results.run_results.RunResults`.
+    design, observation, latent : the model's design, observation model and prepared data.
+    traits : the latent traits' names.
+    new_data, kind, prob, interval : as for ``predict``.
+    library_size : number, Series or array, optional
+        Library sizes of the predicted rows (negative-binomial traits).
+    at : pandas.DataFrame, optional
+        Covariate values of the curves (:class:`~pymegalmm.observation.Regression`).
+    """
+    kind, prob, interval = check_kind(kind, prob, interval)
+    draws = results.predict(design, new_data, "draws", prob, interval)
+    options = {}
+    if library_size is not None:
+        options["library_size"] = row_values("library_size", library_size,
+                                             draws.indexes["row"])
+    if at is not None:
+        options["at"] = at
+    values, labels = observation.response(draws.values, traits, latent, **options)
+    draws = xr.DataArray(values, dims=draws.dims,
+                         coords={**{k: v for k, v in draws.coords.items()
+                                    if "trait" not in v.dims}, "trait": labels})
+    draws.attrs["description"] = ("draws of the expected value of Y on the response "
+                                  "scale of the observation model")
+    return summarise(draws, kind, prob, interval, "row")
+
+
+def row_values(name: str, value, rows: pd.Index) -> float | np.ndarray:
+    """A positive number, or one per row as an ``(rows, 1)`` array (a Series by label)."""
+    if isinstance(value, pd.Series):
+        missing = [r for r in rows if r not in value.index]
+        if missing:
+            raise InputError(f"{name} lacks row(s) {missing[:5]}")
+        arr = value.loc[list(rows)].to_numpy(dtype=float)
+    else:
+        arr = np.asarray(value, dtype=float)
+        if arr.ndim == 0 and np.isfinite(arr) and arr > 0:
+            return float(arr)
+        if arr.ndim and arr.shape != (len(rows),):
+            raise InputError(f"{name} must be a number or one value per row "
+                             f"({len(rows)}), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr) & (arr > 0)):
+        raise InputError(f"{name} must be finite and > 0")
+    return arr[:, None] if arr.ndim else float(arr)
