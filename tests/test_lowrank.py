@@ -23,7 +23,7 @@ from reference import (
 )
 
 import pymegalmm.core.precompute as precompute
-from pymegalmm import Control, MegaLMM
+from pymegalmm import Control, MegaLMM, datasets
 from pymegalmm import _kernels as K
 from pymegalmm.core.grid import make_h2_grid
 from pymegalmm.core.memory import estimate_precompute_bytes
@@ -295,6 +295,18 @@ def test_memory_estimate_lowrank_below_dense():
     stored = sum(a.nbytes for a in (re.Q, re.Qt, re.W, re.W_T, re.H, re.R, re.C, re.U, re.B))
     assert stored <= estimate_precompute_bytes(re.n, re.n_coef, m.grid.shape[1], 2,
                                                low_rank=re.rank)
+
+
+def test_memory_estimate_covers_the_diagonal_back_end():
+    """One random effect: every n x n, r x r and G x n array the back-end keeps is counted
+    (an earlier estimate counted Q and W but not their transposes)."""
+    sim = datasets.simulate_factor_data(n=80, t=4, k_true=1, n_markers=100, seed=1)
+    m = MegaLMM(sim.Y, sim.formula, data=sim.data, relmat={"ID": sim.K}, n_factors=2,
+                h2_divisions=10, burn=0, seed=1, verbose=False)
+    re = m.data.groups[0].re
+    stored = sum(a.nbytes for a in (re.Q, re.Qt, re.W, re.W_T, re.to_levels_matrix))
+    estimate = estimate_precompute_bytes(re.n, re.r, m.grid.shape[1], 1)
+    assert stored <= estimate <= 1.1 * stored
 
 
 # ---------------------------------------------------------------------------
