@@ -12,6 +12,7 @@ import pickle
 import sys
 import tempfile
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -697,3 +698,139 @@ def test_a_wrong_model_part_is_detected(part):
               simulate_spec=wrong)
     assert not res.passed(alpha=0.01)
     assert res.summary().loc[quantity, "p_bonferroni"] < 1e-3
+
+
+# ----------------------------------------------------------------------------- observation models:
+# Voom, Binomial, NegativeBinomial, Combined
+
+def observation_spec(kind: str, scale: float = 1.0, dispersion: Any = None) -> ModelSpec:
+    """The default model on 40 rows x 3 traits (2 factors, 10 % missing) seen through an
+    observation model whose inputs are labelled like ``Y`` (rows in reverse order, so only
+    matching by label aligns them):
+
+    * ``voom``: weights uniform on (0.5, 4): noise variances 0.25-2, around the residual
+      variances the default precision prior gives (~0.6), so the data inform the latent
+      cells without pinning them;
+    * ``binomial``: 10-30 trials per cell (about 20, as methylation coverage), on log-odds
+      of about +-2 (``Eta``'s prior spread): probabilities between ~0.1 and 0.9;
+    * ``negative_binomial``: library sizes ``10 * uniform(0.5, 2)``.  A library of ~1e4 reads
+      with a latent scale near ``log(1e-3)`` gives the same model (``L exp(Eta) =
+      (1e-3 L) exp(Eta - log 1e-3)``, the shift absorbed by the intercept's flat prior), so
+      this is 1e4 reads per sample with expected counts ~10 (0.5-300 over ``Eta``'s prior
+      range): a moderately expressed gene; the size ``r_j`` is sampled under its default
+      Gamma(2, 0.1) prior;
+    * ``combined``: ``y1, y2`` under ``voom``'s weights, ``y3`` under ``negative_binomial``.
+
+    ``scale`` multiplies the weights, trials or library sizes and ``dispersion`` replaces
+    NegativeBinomial's (deliberately wrong models for the power tests).
+    """
+    from pymegalmm.observation import Binomial, Combined, NegativeBinomial, Voom
+
+    spec = example_spec(n=40, traits=3, n_factors=2, missing=0.1, burn=100)
+    rows, traits = spec.fit_data.index, spec.trait_names
+    rng = np.random.default_rng(6)
+    W = pd.DataFrame(rng.uniform(0.5, 4.0, (spec.n, 3)), index=rows, columns=traits)
+    N = pd.DataFrame(rng.integers(10, 31, (spec.n, 3)), index=rows, columns=traits)
+    L = pd.Series(10.0 * rng.uniform(0.5, 2.0, spec.n), index=rows)
+    W, N, L = (scale * x.iloc[::-1] for x in (W, N, L))
+    nb = NegativeBinomial(library_size=L, **({} if dispersion is None
+                                             else {"dispersion": dispersion}))
+    model = {"voom": Voom(W), "binomial": Binomial(N), "negative_binomial": nb,
+             "combined": Combined({("y1", "y2"): Voom(W), "y3": nb})}[kind]
+    return replace(spec, observation=model)
+
+
+def test_gaussian_simulation_is_unchanged():
+    """The simulate protocol's new form leaves the Gaussian model's simulation bit-identical
+    (values recorded from the code before the change, same seed)."""
+    sim = simulate_from_prior(example_spec(n=40, traits=3, missing=0.25),
+                              np.random.default_rng(7))
+    assert np.nansum(sim.Y.to_numpy()) == -5.92979370483266
+    assert sim.Y.iloc[0, 0] == -1.5232903214788829
+    assert sim.parameters["Eta"][-1, -1] == -0.2246493610436383
+    assert not [k for k in sim.parameters if k.startswith("observation.")]
+
+
+def test_observation_models_simulate_data_and_their_parameters():
+    """simulate returns the data and the drawn parameters (nothing kept on the frozen
+    model); inputs labelled like Y are matched by the rows' labels; Simulation carries the
+    parameters (``observation.<name>``) and reports them as the model records them."""
+    from pymegalmm.observation import Binomial, NegativeBinomial, SimulatedObservations
+
+    rng = np.random.default_rng(3)
+    rows, traits = ["a", "b", "c", "d"], ["g1", "g2"]
+    trials = pd.DataFrame([[0, 5], [7, 0], [9, 9], [3, 4]], index=rows, columns=traits)
+    model = Binomial(trials.iloc[::-1])  # matched by label, not by position
+    out = model.simulate(np.zeros((4, 2)), np.ones((4, 2), dtype=bool), rng, rows=rows,
+                         traits=traits)
+    assert isinstance(out, SimulatedObservations) and out.parameters == {}
+    np.testing.assert_array_equal(np.isnan(out.Y), trials.to_numpy() == 0)
+    assert np.all(out.Y[~np.isnan(out.Y)] <= trials.to_numpy()[~np.isnan(out.Y)])
+    nb = NegativeBinomial(library_size=pd.Series([1e3, 1e3, 1e3, 1.0], index=rows))
+    before = dict(nb.__dict__)
+    out = nb.simulate(np.zeros((4, 2)), np.ones((4, 2), dtype=bool), rng, rows=rows,
+                      traits=traits)
+    assert nb.__dict__ == before and not hasattr(nb, "last_simulated")
+    assert out.parameters["dispersion"].shape == (2,)
+    assert out.Y[:3].mean() > 100 and out.Y[3].max() < 100  # rows matched by label
+    assert NegativeBinomial(dispersion=5.0).simulate(
+        np.zeros((4, 2)), np.ones((4, 2), dtype=bool), rng).parameters == {}
+    spec = observation_spec("combined")
+    sim = simulate_from_prior(spec, np.random.default_rng(4))
+    r = sim.parameters["observation.dispersion"]
+    assert np.isnan(r[:2]).all() and r[2] > 0
+    np.testing.assert_array_equal(sim.user_scale()["dispersion"], r)
+    assert set(quantity_labels(spec)) >= {"Eta_observed", "dispersion"}
+    assert quantity_labels(spec)["dispersion"] == ["y3"]
+    y = sim.Y.to_numpy()
+    assert np.array_equal(y[:, 2][~np.isnan(y[:, 2])].round(), y[:, 2][~np.isnan(y[:, 2])])
+    assert not np.array_equal(y[:, 0][~np.isnan(y[:, 0])].round(), y[:, 0][~np.isnan(y[:, 0])])
+    # the spec travels to workers: its cache of the parameters is rebuilt
+    back = pickle.loads(pickle.dumps(spec))
+    np.testing.assert_array_equal(back.observation_parameters["dispersion"],
+                                  [False, False, True])
+
+
+def test_first_protocol_form_still_simulates():
+    """A model written for simulate(Eta, observed, rng) returning an array still works
+    (simulate_observations wraps it); a model without simulate still says so."""
+    from pymegalmm.observation import simulate_observations
+
+    class OldForm(GaussianMissing):
+        def simulate(self, Eta, observed, rng):
+            return np.where(observed, Eta + 1.0, np.nan)
+
+    out = simulate_observations(OldForm(), np.zeros((3, 2)), np.ones((3, 2), dtype=bool),
+                                np.random.default_rng(0), rows=[0, 1, 2], traits=["a", "b"])
+    np.testing.assert_array_equal(out.Y, 1.0)
+    assert out.parameters == {}
+    data = pd.DataFrame({"g": [f"L{i}" for i in range(10)]})
+    spec = ModelSpec("~ 1 + (1|g)", data, traits=2, observation=OldForm())
+    np.testing.assert_allclose(simulate_from_prior(spec, np.random.default_rng(1)).Y
+                               - simulate_from_prior(replace(spec, observation=GaussianMissing()),
+                                                     np.random.default_rng(1)).Y, 1.0)
+
+
+def test_observation_inputs_are_checked_against_the_spec():
+    """Inputs labelled like Y must have the spec's rows and traits (errors name them);
+    Combined needs the traits; a simulate_spec must draw the quantities ranked."""
+    from pymegalmm.observation import Combined, NegativeBinomial, Voom
+
+    data = pd.DataFrame({"g": [f"L{i}" for i in range(10)]}, index=[f"r{i}" for i in range(10)])
+    W = pd.DataFrame(np.ones((10, 2)), index=data.index, columns=["y1", "y2"])
+    assert ModelSpec("~ 1 + (1|g)", data, traits=2, observation=Voom(W)).n == 10
+    with pytest.raises(LabelError, match="observation: weights lacks"):
+        ModelSpec("~ 1 + (1|g)", data, traits=["y1", "z"], observation=Voom(W))
+    with pytest.raises(LabelError, match="observation: weights lacks .* row"):
+        ModelSpec("~ 1 + (1|g)", data, traits=2, observation=Voom(W.iloc[1:]))
+    with pytest.raises(InputError, match="observation: weights must be finite"):
+        ModelSpec("~ 1 + (1|g)", data, traits=2, observation=Voom(-W))
+    with pytest.raises(InputError, match="traits="):
+        Combined({"y1": Voom(W)}).simulate(np.zeros((10, 1)), np.ones((10, 1), dtype=bool),
+                                           np.random.default_rng(0))
+    with pytest.raises(LabelError, match="in no block"):
+        ModelSpec("~ 1 + (1|g)", data, traits=2, observation=Combined({"y1": Voom(W)}))
+    fit = observation_spec("negative_binomial")
+    with pytest.raises(InputError, match="simulate_spec.*dispersion"):
+        sbc(fit, replications=2, iterations=2, thin=1, workers=1,
+            simulate_spec=replace(fit, observation=NegativeBinomial(dispersion=3.0)))
