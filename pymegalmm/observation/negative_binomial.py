@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 #: ``1 / r`` of about 0.02 to 0.3, typical of biological replicates).
 DEFAULT_DISPERSION_PRIOR = GammaPrior(shape=2.0, rate=0.1)
 
+#: Largest expected count :meth:`NegativeBinomial.simulate` draws from (NumPy's
+#: negative-binomial sampler fails near 1e19; such counts are no realistic data).
+MAX_SIMULATED_MEAN = 1e15
+
 _DESCRIPTION = ("negative-binomial size r of each trait (variance mean + mean^2 / r; "
                 "DESeq2's dispersion is 1 / r)")
 
@@ -194,7 +198,15 @@ class NegativeBinomial(ObservationModel):
         r = (np.full(t, float(self.dispersion)) if self.fixed_dispersion
              else self.dispersion.sample_prior(t, rng))
         lib = self._library(rows, traits, (n, t))
-        mean = lib * np.exp(Eta)
+        with np.errstate(over="ignore"):
+            mean = lib * np.exp(Eta)
+        too_large = observed & ~(mean <= MAX_SIMULATED_MEAN)
+        if too_large.any():
+            raise InputError(f"NegativeBinomial.simulate: expected counts up to "
+                             f"{np.max(np.where(observed, mean, 0.0)):.3g} (Eta up to "
+                             f"{np.max(np.where(observed, Eta, -np.inf)):.3g}) cannot be drawn "
+                             f"(limit {MAX_SIMULATED_MEAN:.0e}); the latent scale is unrealistic "
+                             "for counts: tighten the priors of Eta or lower library_size")
         y = rng.negative_binomial(r[None, :], r[None, :] / (r[None, :] + mean))
         params = {} if self.fixed_dispersion else {"dispersion": r}
         return SimulatedObservations(np.where(observed, y, np.nan), params)
