@@ -196,7 +196,10 @@ def test_long_run_thins_the_horseshoe_enough():
     spec.loader.exec_module(run_sbc)
     burn, iterations, thin = run_sbc.settings("horseshoe")
     assert thin >= 200 and iterations // thin == 20 and burn == 500
-    for part in set(run_sbc.PARTS) - {"horseshoe"}:
+    # the negative-binomial size: autocorrelation times up to ~180 iterations
+    for part in ("negative_binomial", "combined"):
+        assert run_sbc.settings(part) == (500, 4000, 200), part
+    for part in set(run_sbc.PARTS) - {"horseshoe", "negative_binomial", "combined"}:
         assert run_sbc.settings(part) == (500, 1000, 50), part
 
 
