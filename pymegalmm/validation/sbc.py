@@ -73,7 +73,6 @@ QUANTITIES: dict[str, str] = {
 #: its recorded name, for the traits that have it.
 
 
-
 # ----------------------------------------------------------------------------- quantities
 
 def _missing_traits(spec: ModelSpec) -> list[int]:
