@@ -3,7 +3,8 @@
 ======================  ============================================================
 module                  what it holds
 ======================  ============================================================
-``base``                :class:`ObservationModel`, the protocol; :class:`LatentScale`
+``base``                :class:`ObservationModel`, the protocol; :class:`LatentScale`,
+                        :class:`SimulatedObservations`, :func:`simulate_observations`
 ``gaussian``            :class:`GaussianMissing`, Gaussian data with missing cells (default)
 ``voom``                :class:`Voom`, Gaussian data with known precision weights per cell
 ``binomial``            :class:`Binomial`, successes out of trials, logit link (Polya-Gamma)
@@ -15,7 +16,7 @@ module                  what it holds
 ======================  ============================================================
 """
 
-from .base import LatentScale, ObservationModel
+from .base import LatentScale, ObservationModel, SimulatedObservations, simulate_observations
 from .binomial import Binomial
 from .combined import Combined
 from .gaussian import GaussianMissing
@@ -26,5 +27,6 @@ from .regression import Regression
 from .voom import Voom
 
 __all__ = ["Binomial", "Combined", "GaussianMissing", "LatentScale", "MissingDataMap",
-           "NegativeBinomial", "ObservationModel", "ProbesToGenes", "Regression", "TraitGroup",
-           "Voom", "best_map", "full_imputation_map", "search_maps"]
+           "NegativeBinomial", "ObservationModel", "ProbesToGenes", "Regression",
+           "SimulatedObservations", "TraitGroup", "Voom", "best_map", "full_imputation_map",
+           "search_maps", "simulate_observations"]

@@ -24,16 +24,36 @@ of the data flow:
    ``state_dims``; started by ``initialize``);
 4. ``record`` and ``to_response``: the recorded parameters (``recorded``) and the
    map from the latent scale to the response scale (``MegaLMM.predict(scale=
-   "response")``).
+   "response")``);
+5. ``simulate`` (for :mod:`pymegalmm.validation`): data drawn given a latent ``Eta``,
+   with the model's own parameters drawn from their priors.
 
 The iteration never branches on the observation model's type.
+
+``simulate`` protocol (what simulation-based calibration needs)
+---------------------------------------------------------------
+``simulate(Eta, observed, rng, *, rows=None, traits=None)`` returns a
+:class:`SimulatedObservations`: the data ``Y`` and the parameters the model drew,
+named and shaped as :meth:`ObservationModel.record` reports them (e.g.
+NegativeBinomial's ``dispersion``, one per trait), so that calibration can rank the
+posterior draws of exactly those names.  ``rows`` and ``traits`` are the labels of
+``Eta``'s rows and columns: inputs labelled like ``Y`` (weights, trial counts,
+library sizes) are matched by them, as :meth:`ObservationModel.prepare_data` does,
+and :class:`~pymegalmm.observation.Combined` finds its blocks' columns by them.
+Without them inputs are matched by position.  Nothing is kept on the (frozen) model.
+
+Models written for the first form of the protocol, ``simulate(Eta, observed, rng)``
+returning the data array, still work: :func:`simulate_observations`, which every
+caller uses, passes ``rows``/``traits`` only to a ``simulate`` that takes them and
+wraps an array as data without parameters.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -69,6 +89,24 @@ class LatentScale:
     def observed(self) -> np.ndarray:
         """``(n, t)`` bool, True where a cell is observed."""
         return ~np.isnan(self.Y)
+
+
+@dataclass(frozen=True, eq=False)
+class SimulatedObservations:
+    """What :meth:`ObservationModel.simulate` draws.
+
+    Attributes
+    ----------
+    Y : numpy.ndarray
+        ``(n, t)`` data on the sampler's scale, NaN where not observed.
+    parameters : dict of str -> numpy.ndarray
+        The model's own parameters drawn from their priors, named and shaped as
+        :meth:`ObservationModel.record` reports them (e.g. ``dispersion``, ``(t,)``);
+        empty for a model without any (or with them held fixed).
+    """
+
+    Y: np.ndarray
+    parameters: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 #: State of an observation model: named arrays (e.g. ``{"dispersion": (t,) array}``).
@@ -233,13 +271,15 @@ class ObservationModel(ABC):
         n, t = observed.shape
         return [(np.arange(n), np.arange(t))]
 
-    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator
-                 ) -> np.ndarray:
+    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator, *,
+                 rows: Sequence[Hashable] | None = None,
+                 traits: Sequence[Hashable] | None = None) -> SimulatedObservations:
         """Data ``Y`` drawn given the latent ``Eta`` (for simulations; sampler's scale).
 
         The simulation counterpart of :meth:`sample_latent`, used by
-        :func:`pymegalmm.validation.simulate_from_prior`: it draws the observation
-        model's own parameters, if any, from their priors and then the data, so that
+        :func:`pymegalmm.validation.simulate_from_prior` (through
+        :func:`simulate_observations`): it draws the observation model's own
+        parameters, if any, from their priors and then the data, so that
         simulation-based calibration tests the sampler against this model.
 
         Parameters
@@ -250,11 +290,15 @@ class ObservationModel(ABC):
             ``(n, t)`` bool, True where a cell is observed (NaN elsewhere in ``Y``).
         rng : numpy.random.Generator
             Source of every random number.
+        rows, traits : sequence, optional
+            Labels of ``Eta``'s rows and columns (``Y``'s index and columns): inputs
+            labelled like ``Y`` are matched by them; by position without them.
 
         Returns
         -------
-        numpy.ndarray
-            ``(n, t)`` data, NaN where not observed.
+        SimulatedObservations
+            The ``(n, t)`` data (NaN where not observed) and the drawn parameters,
+            named as :meth:`record` reports them.
         """
         raise NotImplementedError(
             f"{type(self).__name__} does not implement simulate(Eta, observed, rng), needed to "
@@ -265,3 +309,33 @@ class ObservationModel(ABC):
     def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
                       rng: np.random.Generator) -> None:
         """Draw ``Eta`` (and its rotated blocks ``s.QtEta``) given the factor model, in place."""
+
+
+def simulate_observations(model: ObservationModel, Eta: np.ndarray, observed: np.ndarray,
+                          rng: np.random.Generator, *, rows: Sequence[Hashable] | None = None,
+                          traits: Sequence[Hashable] | None = None) -> SimulatedObservations:
+    """``model.simulate(...)`` as a :class:`SimulatedObservations`, whichever protocol form.
+
+    ``rows`` and ``traits`` are passed only to a ``simulate`` that takes them (or
+    ``**kwargs``); a bare array returned by a model of the first protocol form is
+    data without parameters.
+
+    Parameters
+    ----------
+    model : ObservationModel
+        The observation model.
+    Eta, observed, rng, rows, traits
+        As for :meth:`ObservationModel.simulate`.
+
+    Returns
+    -------
+    SimulatedObservations
+    """
+    params = inspect.signature(model.simulate).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    labels = {name: value for name, value in (("rows", rows), ("traits", traits))
+              if takes_all or name in params}
+    out = model.simulate(Eta, observed, rng, **labels)
+    if isinstance(out, SimulatedObservations):
+        return out
+    return SimulatedObservations(np.asarray(out, dtype=float))

@@ -25,7 +25,7 @@ from scipy.special import expit
 
 from ..errors import InputError, InputTypeError
 from ._common import aligned_input, check_counts, pg_latent_update, redraw_latent
-from .base import LatentScale, ObservationModel
+from .base import LatentScale, ObservationModel, SimulatedObservations
 
 if TYPE_CHECKING:
     from ..core.data import ModelData
@@ -115,15 +115,19 @@ class Binomial(ObservationModel):
         return LatentScale(np.asfortranarray(start), np.zeros(t), np.ones(t),
                            CountData(np.asfortranarray(y), np.asfortranarray(size), observed))
 
-    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator
-                 ) -> np.ndarray:
-        """``Y ~ Binomial(trials, expit(Eta))`` where observed (``trials`` by position)."""
+    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator, *,
+                 rows: Sequence[Hashable] | None = None,
+                 traits: Sequence[Hashable] | None = None) -> SimulatedObservations:
+        """``Y ~ Binomial(trials, expit(Eta))`` where observed and ``trials > 0`` (NaN
+        elsewhere); no parameters of its own.  ``trials`` are matched to ``Eta`` by
+        ``rows`` and ``traits`` (labelled like ``Y``), by position without them."""
         observed = np.asarray(observed, dtype=bool)
-        N = aligned_input("trials", self.trials, None, range(observed.shape[1]),
-                          observed.shape, per_trait=True)
+        traits = range(observed.shape[1]) if traits is None else traits
+        N = aligned_input("trials", self.trials, rows, traits, observed.shape, per_trait=True)
+        check_counts("trials", N, observed, [str(v) for v in traits])
         N = np.where(observed, N, 0).astype(np.int64)
         y = rng.binomial(N, expit(Eta))
-        return np.where(observed & (N > 0), y, np.nan)
+        return SimulatedObservations(np.where(observed & (N > 0), y, np.nan))
 
     def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
                       rng: np.random.Generator) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError, InputTypeError, LabelError
 from ._common import redraw_latent
-from .base import LatentScale, ObservationModel
+from .base import LatentScale, ObservationModel, SimulatedObservations, simulate_observations
 from .gaussian import GaussianMissing
 
 if TYPE_CHECKING:
@@ -209,12 +209,50 @@ class Combined(ObservationModel):
             out.update({f"{b}.{k}": v for k, v in m.initialize(lat, rng).items()})
         return out
 
-    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator
-                 ) -> np.ndarray:
-        """Not available: the blocks are named by trait, which ``simulate`` is not given."""
-        raise NotImplementedError("Combined does not implement simulate(Eta, observed, rng): "
-                                  "its blocks are named by trait; simulate each block's "
-                                  "columns with its own model")
+    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator, *,
+                 rows: Sequence[Hashable] | None = None,
+                 traits: Sequence[Hashable] | None = None) -> SimulatedObservations:
+        """Each block's columns simulated by its model, block after block (in the order
+        of ``blocks``), from ``rng``.
+
+        ``traits`` (the names of ``Eta``'s columns) is required: the blocks are named by
+        trait.  ``rows`` goes to the blocks (their inputs labelled like ``Y``).  The
+        blocks' drawn parameters are merged as :meth:`record` merges them: one array over
+        every trait, NaN for traits of blocks without it.
+        """
+        observed = np.asarray(observed, dtype=bool)
+        n, t = observed.shape
+        if traits is None:
+            raise InputError("Combined.simulate needs traits= (the names of Eta's columns): "
+                             "its blocks are named by trait")
+        traits = [str(v) for v in traits]
+        if len(traits) != t:
+            raise InputError(f"traits must name the {t} columns of Eta, got {len(traits)}")
+        position = {v: j for j, v in enumerate(traits)}
+        Y = np.full((n, t), np.nan)
+        params: dict[str, np.ndarray] = {}
+        named: set[str] = set()
+        for key, model in self.blocks.items():
+            names = self._names(key)
+            unknown = [v for v in names if v not in position]
+            if unknown:
+                raise LabelError(f"blocks: trait(s) {unknown[:5]} are not among traits")
+            c = np.array(sorted(position[v] for v in names), dtype=np.intp)
+            named.update(names)
+            sim = simulate_observations(model, np.ascontiguousarray(Eta[:, c]),
+                                        observed[:, c], rng, rows=rows,
+                                        traits=[traits[j] for j in c])
+            Y[:, c] = sim.Y
+            for name, value in sim.parameters.items():
+                value = np.asarray(value, dtype=float)
+                if value.shape != (c.size,):
+                    raise InputError(f"Combined can only merge per-trait parameters; "
+                                     f"{type(model).__name__}.{name} has shape {value.shape}")
+                params.setdefault(name, np.full(t, np.nan))[c] = value
+        left = [v for v in traits if v not in named]
+        if left:
+            raise LabelError(f"blocks: trait(s) {left[:5]} are in no block")
+        return SimulatedObservations(Y, params)
 
     def _parts(self, s: ChainState, d: ModelData) -> list[tuple[Any, Any, dict, np.ndarray]]:
         data: CombinedData = d.latent.extra

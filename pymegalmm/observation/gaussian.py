@@ -8,13 +8,14 @@ every block are only predicted (a missing-data map, :mod:`pymegalmm.observation.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputError
-from .base import LatentScale, ObservationModel
+from .base import LatentScale, ObservationModel, SimulatedObservations
 from .maps import MissingDataMap
 
 if TYPE_CHECKING:
@@ -67,8 +68,9 @@ class GaussianMissing(ObservationModel):
         return [(np.asarray(g.rows, dtype=np.intp), np.asarray(g.cols, dtype=np.intp))
                 for g in self.missing_data_map.groups]
 
-    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator
-                 ) -> np.ndarray:
+    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator, *,
+                 rows: Sequence[Hashable] | None = None,
+                 traits: Sequence[Hashable] | None = None) -> SimulatedObservations:
         """``Y = Eta`` where observed, NaN elsewhere: Gaussian data have no parameters of
         their own (the residual variance is the factor model's).
 
@@ -81,11 +83,13 @@ class GaussianMissing(ObservationModel):
             it must fit the map.
         rng : numpy.random.Generator
             Unused (no parameters to draw).
+        rows, traits : sequence, optional
+            Unused (no inputs labelled like ``Y``).
 
         Returns
         -------
-        numpy.ndarray
-            ``(n, t)`` data, NaN where not observed.
+        SimulatedObservations
+            ``(n, t)`` data, NaN where not observed; no parameters.
         """
         observed = np.asarray(observed, dtype=bool)
         if observed.shape != np.shape(Eta):
@@ -93,7 +97,7 @@ class GaussianMissing(ObservationModel):
                              f"{observed.shape}")
         if self.missing_data_map is not None:
             self.missing_data_map.validate(observed)
-        return np.where(observed, Eta, np.nan)
+        return SimulatedObservations(np.where(observed, Eta, np.nan))
 
     def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
                       rng: np.random.Generator) -> None:

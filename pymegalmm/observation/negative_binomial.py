@@ -30,7 +30,7 @@ from ..errors import InputError
 from ..priors.variance import GammaPrior, as_prior
 from ..validate import check_float, check_int
 from ._common import aligned_input, check_counts, pg_latent_update, redraw_latent
-from .base import LatentScale, ObservationModel
+from .base import LatentScale, ObservationModel, SimulatedObservations
 from .binomial import CountData, _check_traits_observed, check_count_input
 
 if TYPE_CHECKING:
@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 #: rate 0.1), mean 20, 90 % of its mass in about (3.6, 47) (DESeq2 dispersions
 #: ``1 / r`` of about 0.02 to 0.3, typical of biological replicates).
 DEFAULT_DISPERSION_PRIOR = GammaPrior(shape=2.0, rate=0.1)
+
+#: Largest expected count :meth:`NegativeBinomial.simulate` draws from (NumPy's
+#: negative-binomial sampler fails near 1e19; such counts are no realistic data).
+MAX_SIMULATED_MEAN = 1e15
 
 _DESCRIPTION = ("negative-binomial size r of each trait (variance mean + mean^2 / r; "
                 "DESeq2's dispersion is 1 / r)")
@@ -177,25 +181,35 @@ class NegativeBinomial(ObservationModel):
             return np.full(cols.size, float(self.dispersion))
         return state["dispersion"][cols]
 
-    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator
-                 ) -> np.ndarray:
+    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator, *,
+                 rows: Sequence[Hashable] | None = None,
+                 traits: Sequence[Hashable] | None = None) -> SimulatedObservations:
         """Each trait's size ``r_j`` from the prior (unless fixed), then
-        ``Y ~ NB(mean = L exp(Eta), size = r)`` where observed (``library_size`` by
-        position).  The drawn sizes are kept in :attr:`last_simulated`."""
+        ``Y ~ NB(mean = L exp(Eta), size = r)`` where observed, NaN elsewhere.
+
+        ``library_size`` is matched to ``Eta`` by ``rows`` (and ``traits``), by position
+        without them.  Returns the sampled sizes as ``dispersion`` (as recorded; nothing
+        when the size is fixed).  Random numbers: ``t`` Gamma draws (sampled sizes), then
+        the counts of every cell (C order).
+        """
         observed = np.asarray(observed, dtype=bool)
         n, t = observed.shape
+        traits = range(t) if traits is None else traits
         r = (np.full(t, float(self.dispersion)) if self.fixed_dispersion
              else self.dispersion.sample_prior(t, rng))
-        lib = self._library(None, range(t), (n, t))
-        mean = lib * np.exp(Eta)
+        lib = self._library(rows, traits, (n, t))
+        with np.errstate(over="ignore"):
+            mean = lib * np.exp(Eta)
+        too_large = observed & ~(mean <= MAX_SIMULATED_MEAN)
+        if too_large.any():
+            raise InputError(f"NegativeBinomial.simulate: expected counts up to "
+                             f"{np.max(np.where(observed, mean, 0.0)):.3g} (Eta up to "
+                             f"{np.max(np.where(observed, Eta, -np.inf)):.3g}) cannot be drawn "
+                             f"(limit {MAX_SIMULATED_MEAN:.0e}); the latent scale is unrealistic "
+                             "for counts: tighten the priors of Eta or lower library_size")
         y = rng.negative_binomial(r[None, :], r[None, :] / (r[None, :] + mean))
-        object.__setattr__(self, "_last_simulated", {"dispersion": r})
-        return np.where(observed, y, np.nan)
-
-    @property
-    def last_simulated(self) -> dict[str, np.ndarray]:
-        """The parameters drawn by the last :meth:`simulate` (``dispersion``)."""
-        return dict(self.__dict__.get("_last_simulated", {}))
+        params = {} if self.fixed_dispersion else {"dispersion": r}
+        return SimulatedObservations(np.where(observed, y, np.nan), params)
 
     def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
                       rng: np.random.Generator) -> None:

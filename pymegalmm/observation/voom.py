@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..errors import InputError, InputTypeError
 from ._common import aligned_input, redraw_latent
-from .base import LatentScale, ObservationModel
+from .base import LatentScale, ObservationModel, SimulatedObservations
 from .gaussian import GaussianMissing
 
 if TYPE_CHECKING:
@@ -95,15 +95,22 @@ class Voom(ObservationModel):
         extra = VoomData(np.asfortranarray(np.where(observed, base.Y, 0.0)), weights, observed)
         return LatentScale(base.Y, base.center, base.scale, extra)
 
-    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator
-                 ) -> np.ndarray:
-        """``Y = Eta + N(0, 1 / weights)`` where observed, NaN elsewhere (``weights`` by
-        position; no parameters of its own)."""
+    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator, *,
+                 rows: Sequence[Hashable] | None = None,
+                 traits: Sequence[Hashable] | None = None) -> SimulatedObservations:
+        """``Y = Eta + N(0, 1 / weights)`` where observed, NaN elsewhere; no parameters of
+        its own.  ``weights`` are matched to ``Eta`` by ``rows`` and ``traits`` (a
+        DataFrame labelled like ``Y``), by position without them.  One standard normal
+        per cell (C order)."""
         observed = np.asarray(observed, dtype=bool)
-        w = aligned_input("weights", self.weights, None, range(observed.shape[1]),
-                          observed.shape, per_row=False)
+        traits = range(observed.shape[1]) if traits is None else traits
+        w = aligned_input("weights", self.weights, rows, traits, observed.shape, per_row=False)
+        bad = observed & ~(np.isfinite(w) & (w > 0))
+        if bad.any():
+            raise InputError(f"weights must be finite and > 0 where Y is observed; not so "
+                             f"for {int(bad.sum())} cell(s)")
         noise = rng.standard_normal(observed.shape) / np.sqrt(np.where(observed, w, 1.0))
-        return np.where(observed, Eta + noise, np.nan)
+        return SimulatedObservations(np.where(observed, Eta + noise, np.nan))
 
     def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
                       rng: np.random.Generator) -> None:

@@ -35,6 +35,7 @@ import pandas as pd
 
 from ..errors import InputError, InputTypeError
 from ..linalg import sampling_threads
+from ..observation import Combined, GaussianMissing
 from ..validate import check_bool, check_float, check_instance, check_int, check_names, check_seed
 from .simulate import Simulation, simulate_from_prior
 from .spec import ModelSpec
@@ -61,8 +62,15 @@ QUANTITIES: dict[str, str] = {
                    "B2_F Lambda (B2_F alone is not identified)",
     "F_h2_fixed": "variance proportions of each fixed factor (h2 grid; Lambda_fixed)",
     "cis_effects": "each trait's cis effects (cis_genotypes)",
+    "Eta_observed": "latent value of one observed cell per trait, for observation models "
+                    "whose latent is not the data (Voom, Binomial, NegativeBinomial)",
+    "dispersion": "negative-binomial size of each trait (NegativeBinomial with a sampled "
+                  "dispersion; under Combined, its traits)",
 }
 
+#: Besides :data:`QUANTITIES`, every per-trait parameter an observation model draws in
+#: ``simulate`` and records (:attr:`ModelSpec.observation_parameters`) is ranked under
+#: its recorded name, for the traits that have it.
 
 
 # ----------------------------------------------------------------------------- quantities
@@ -73,6 +81,25 @@ def _missing_traits(spec: ModelSpec) -> list[int]:
     if isinstance(spec.missing, np.ndarray):
         return [j for j in range(t) if spec.missing[:, j].any()]
     return list(range(t)) if round(spec.missing * spec.n) > 0 else []
+
+
+def _latent_traits(spec: ModelSpec) -> list[int]:
+    """Traits whose observed cells have a latent value that is not the data (every trait
+    but those of Gaussian models, where ``Eta`` is ``Y`` at observed cells)."""
+    obs, names = spec.observation, spec.trait_names
+    if isinstance(obs, GaussianMissing):
+        return []
+    if isinstance(obs, Combined):
+        position = {v: j for j, v in enumerate(names)}
+        return sorted(position[v] for key, model in obs.blocks.items()
+                      if not isinstance(model, GaussianMissing) for v in obs._names(key))
+    return list(range(len(names)))
+
+
+def _observed_cells(Y: np.ndarray, traits: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The first row of each trait with data (``Y`` not NaN)."""
+    rows = np.array([np.flatnonzero(~np.isnan(Y[:, j]))[0] for j in traits], dtype=np.intp)
+    return rows, np.asarray(traits, dtype=np.intp)
 
 
 def quantity_labels(model_spec: ModelSpec) -> dict[str, list[str]]:
@@ -101,6 +128,9 @@ def quantity_labels(model_spec: ModelSpec) -> dict[str, list[str]]:
         "Y_missing": [traits[j] for j in _missing_traits(model_spec)],
         **_regression_labels(model_spec),
         **_model_part_labels(model_spec, per_component),
+        "Eta_observed": [traits[j] for j in _latent_traits(model_spec)],
+        **{name: [tr for tr, has in zip(traits, mask, strict=True) if has]
+           for name, mask in model_spec.observation_parameters.items()},
     }
     return {name: value for name, value in labels.items() if value}
 
@@ -128,7 +158,9 @@ def _model_part_labels(spec: ModelSpec, per_component: Any) -> dict[str, list[st
 
 
 def quantity_values(params: dict[str, np.ndarray], names: Iterable[str],
-                    cells: tuple[np.ndarray, np.ndarray] | None = None, *, n_fixed: int = 0
+                    cells: tuple[np.ndarray, np.ndarray] | None = None, *, n_fixed: int = 0,
+                    observed_cells: tuple[np.ndarray, np.ndarray] | None = None,
+                    observation: dict[str, np.ndarray] | None = None
                     ) -> dict[str, np.ndarray]:
     """The ranked quantities of one set of parameters on the user's scale, as 1-D arrays.
 
@@ -150,6 +182,11 @@ def quantity_values(params: dict[str, np.ndarray], names: Iterable[str],
         Number of fixed factors (the first rows of ``Lambda``), for ``F_h2_fixed``.
         ``cis_effects`` needs ``params["cis_effects"]`` (t, c_max), NaN beyond each
         trait's columns.
+    observed_cells : (rows, cols), optional
+        The cells of ``Eta`` for ``Eta_observed``.
+    observation : dict of str -> (t,) bool, optional
+        The observation model's per-trait parameters and the traits that have them
+        (:attr:`ModelSpec.observation_parameters`): ``params[name][mask]``.
 
     Returns
     -------
@@ -195,6 +232,12 @@ def quantity_values(params: dict[str, np.ndarray], names: Iterable[str],
         elif name == "cis_effects":
             cis = np.asarray(params["cis_effects"], dtype=float)
             out[name] = cis[~np.isnan(cis)]
+        elif name == "Eta_observed":
+            if observed_cells is None:
+                raise ValueError("Eta_observed needs the observed cells")
+            out[name] = params["Eta"][observed_cells]
+        elif observation is not None and name in observation:
+            out[name] = np.asarray(params[name], dtype=float)[observation[name]]
         else:
             raise KeyError(name)
     return out
@@ -268,8 +311,12 @@ def _replicate(task: _Task) -> dict[str, np.ndarray]:
         sim = simulate_from_prior(task.simulate_spec, np.random.default_rng(sim_seed))
         cells = (_missing_cells(sim.observed, _missing_traits(task.spec))
                  if "Y_missing" in names else None)
+        observed_cells = (_observed_cells(sim.Y.to_numpy(), _latent_traits(task.spec))
+                          if "Eta_observed" in names else None)
         n_fixed = task.spec.n_fixed
-        truth = quantity_values(sim.user_scale(), names, cells, n_fixed=n_fixed)
+        kw = dict(n_fixed=n_fixed, observed_cells=observed_cells,
+                  observation=task.spec.observation_parameters)
+        truth = quantity_values(sim.user_scale(), names, cells, **kw)
     # one thread throughout, the setup (which draws the starting state) included
     with sampling_threads(1):
         with warnings.catch_warnings():
@@ -282,9 +329,9 @@ def _replicate(task: _Task) -> dict[str, np.ndarray]:
         for d in range(task.n_draws):
             chain.sample(task.thin)
             params = m.user_scale(chain.state)
-            if cells is not None:
+            if cells is not None or observed_cells is not None:
                 params["Eta"] = chain.state.Eta * scale + center
-            for name, value in quantity_values(params, names, cells, n_fixed=n_fixed).items():
+            for name, value in quantity_values(params, names, cells, **kw).items():
                 draws[name][d] = value
     chain.check_finite(f"replication {task.index}")
     rng = np.random.default_rng(tie_seed)
@@ -531,6 +578,11 @@ def sbc(model_spec: ModelSpec, replications: int = 200, iterations: int = 200, t
                          f"({spec.n} x {len(spec.trait_names)}), got {sim_spec.n} x "
                          f"{len(sim_spec.trait_names)}")
     _check_same_model_parts(spec, sim_spec)
+    sim_labels = quantity_labels(sim_spec)
+    differ = [name for name in names if sim_labels.get(name) != available[name]]
+    if differ:
+        raise InputError(f"simulate_spec must have the quantities of model_spec: {differ} "
+                         "differ (e.g. an observation model that does not draw them)")
     if client is not None or workers > 1:
         try:
             pickle.dumps((spec, sim_spec))

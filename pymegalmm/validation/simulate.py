@@ -15,7 +15,8 @@ scale, which is the user's with ``scale_Y=False``)::
     Eta = X1 B1 + F Lambda + sum_m Z_m U_R^(m) + E_R,
                                      E_R[:, j] ~ N(0, (1 - sum_m resid_h2[m, j]) / tot_Eta_prec_j)
           (+ X_cis,j b_cis,j with cis_genotypes, b_cis ~ N(0, cis_sd^2): flat prior)
-    Y   = observation.simulate(Eta, observed)
+    Y, observation parameters = observation.simulate(Eta, observed; rows, traits)
+        (inputs labelled like Y matched by the rows' and traits' labels)
 
 Each part draws its own parameters next to its update: the loadings prior's
 :meth:`~pymegalmm.priors.LambdaPrior.sample_prior`, the precision priors'
@@ -34,6 +35,7 @@ import scipy.linalg
 
 from ..core.grid import make_h2_grid
 from ..design import Design
+from ..observation import simulate_observations
 from ..priors import LambdaPrior
 from ..priors.h2 import sample_h2_prior
 from ..validate import check_instance
@@ -88,7 +90,9 @@ class Simulation:
         (``Lambda / sqrt(tot_F_prec)``), variance proportions from the grid, and the
         loadings prior's recorded state.  ``Eta`` is the latent data, missing cells included.
         With ``cis_genotypes``, ``cis_effects`` (t, c_max), NaN beyond each trait's
-        columns, as the model records them.
+        columns, as the model records them.  The observation model's drawn parameters
+        under their recorded names (e.g. ``dispersion``; the link scale of count models
+        is never scaled, and ``scale_Y=False`` leaves the others as drawn).
         """
         p = self.parameters
         prior = self.lambda_prior
@@ -105,6 +109,8 @@ class Simulation:
             **prior.record(state),
             **_regressions_user_scale(p),
             **self._cis_record(),
+            **{name[len("observation."):]: value.copy() for name, value in p.items()
+               if name.startswith("observation.")},
         }
 
     def _cis_record(self) -> dict[str, np.ndarray]:
@@ -258,7 +264,9 @@ def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simu
     if cis_effects is not None:
         Eta += spec.cis_design.mean(cis_effects)
     observed = ~_missing_mask(spec, n, t, rng)
-    Y = spec.observation.simulate(Eta, observed, rng)
+    drawn = simulate_observations(spec.observation, Eta, observed, rng, rows=list(design.rows),
+                                  traits=names)
+    Y = drawn.Y
 
     parameters = {
         "Lambda": np.asarray(Lambda), "tot_Eta_prec": tau, "resid_h2_index": resid_idx,
@@ -266,6 +274,7 @@ def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simu
         "Eta": Eta,
         **{f"lambda_prior.{name}": value for name, value in prior_state.items()},
         **regression_parameters,
+        **{f"observation.{name}": value for name, value in drawn.parameters.items()},
     }
     if cis_effects is not None:
         parameters["cis_effects"] = cis_effects

@@ -22,9 +22,9 @@ from ..control import Control
 from ..core.cis import CisDesign
 from ..core.fixed_factors import FixedFactors
 from ..design import Design, build_design
-from ..errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError, MegaLMMError
 from ..model_parts import parse_cis_genotypes, parse_lambda_fixed
-from ..observation import GaussianMissing, ObservationModel
+from ..observation import GaussianMissing, ObservationModel, simulate_observations
 from ..priors import Priors
 from ..regressions import ExtraRegression
 from ..validate import check_float, check_instance, check_int
@@ -155,15 +155,39 @@ class ModelSpec:
                 and not isinstance(self.missing, np.ndarray)):
             raise InputError("missing must be a fixed (n, t) boolean array when the observation "
                              "model has a missing-data map (the map fits one pattern)")
-        observed = (~self.missing if isinstance(self.missing, np.ndarray)
-                    else np.ones((design.n, len(self.trait_names)), dtype=bool))
-        try:  # the observation model can simulate (NotImplementedError names it otherwise)
-            self.observation.simulate(np.zeros(observed.shape), observed,
-                                      np.random.default_rng(0))
-        except (ValueError, KeyError) as exc:
-            raise InputError(f"missing does not fit the observation model: {exc}") from exc
+        self._check_observation()
         self._check_extra_regressions()
         self._check_model_parts()
+
+    def _check_observation(self) -> dict[str, np.ndarray]:
+        """Simulate once from the observation model on the spec's rows and traits (its
+        inputs labelled like ``Y`` must match them; NotImplementedError names a model
+        that cannot simulate); cache the names and shapes of its drawn parameters."""
+        design = self.design
+        observed = (~self.missing if isinstance(self.missing, np.ndarray)
+                    else np.ones((design.n, len(self.trait_names)), dtype=bool))
+        try:
+            draw = simulate_observations(self.observation, np.zeros(observed.shape), observed,
+                                         np.random.default_rng(0), rows=list(design.rows),
+                                         traits=self.trait_names)
+        except MegaLMMError as exc:  # the model's inputs do not fit the spec's rows/traits
+            raise type(exc)(f"observation: {exc}") from exc
+        except (ValueError, KeyError) as exc:
+            raise InputError(f"missing does not fit the observation model: {exc}") from exc
+        object.__setattr__(self, "_observation_parameters", draw.parameters)
+        return draw.parameters
+
+    @property
+    def observation_parameters(self) -> dict[str, np.ndarray]:
+        """Traits of each per-trait parameter the observation model draws (and records):
+        name -> ``(t,)`` bool, True where the trait has it (e.g. NegativeBinomial's
+        ``dispersion``; under Combined only its blocks' traits)."""
+        params = self.__dict__.get("_observation_parameters")
+        if params is None:  # after unpickling: caches are rebuilt
+            params = self._check_observation()
+        t = len(self.trait_names)
+        return {name: ~np.isnan(np.asarray(v, dtype=float)) for name, v in params.items()
+                if np.shape(v) == (t,)}
 
     def _check_model_parts(self) -> None:
         """Check ``Lambda_fixed``, ``cis_genotypes`` and ``cis_sd`` as MegaLMM would."""
