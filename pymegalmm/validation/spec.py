@@ -165,8 +165,14 @@ class ModelSpec:
         that cannot simulate); cache the names, shapes and labels of its drawn
         parameters."""
         design = self.design
-        observed = (~self.missing if isinstance(self.missing, np.ndarray)
-                    else np.ones((design.n, len(self.trait_names)), dtype=bool))
+        n, t = design.n, len(self.trait_names)
+        if isinstance(self.missing, np.ndarray):
+            observed = ~self.missing
+        else:  # a pattern with the fraction's number of missing cells per trait
+            observed = np.ones((n, t), dtype=bool)
+            per_trait = int(round(self.missing * n))
+            for j in range(t):
+                observed[(j * per_trait + np.arange(per_trait)) % n, j] = False
         try:
             draw = simulate_observations(self.observation, np.zeros(observed.shape), observed,
                                          np.random.default_rng(0), rows=list(design.rows),
@@ -175,7 +181,6 @@ class ModelSpec:
             raise type(exc)(f"observation: {exc}") from exc
         except (ValueError, KeyError) as exc:
             raise InputError(f"missing does not fit the observation model: {exc}") from exc
-        t = len(self.trait_names)
         labels = {name: list(draw.labels[name]) if name in draw.labels else
                   (list(self.trait_names) if np.shape(value) == (t,) else None)
                   for name, value in draw.parameters.items()}
