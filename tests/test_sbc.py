@@ -199,7 +199,12 @@ def test_long_run_thins_the_horseshoe_enough():
     # the negative-binomial size: autocorrelation times up to ~180 iterations
     for part in ("negative_binomial", "combined"):
         assert run_sbc.settings(part) == (500, 4000, 200), part
-    for part in set(run_sbc.PARTS) - {"horseshoe", "negative_binomial", "combined"}:
+    # individual curves: B1 needs draws ~100 apart (test_curves_are_calibrated)
+    for part in ("curves_gaussian", "curves_binomial"):
+        assert run_sbc.settings(part) == (500, 2000, 100), part
+    slower = {"horseshoe", "negative_binomial", "combined", "curves_gaussian",
+              "curves_binomial"}
+    for part in set(run_sbc.PARTS) - slower:
         assert run_sbc.settings(part) == (500, 1000, 50), part
 
 
