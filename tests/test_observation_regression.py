@@ -319,3 +319,21 @@ def test_binomial_curves_are_recovered(tmp_path):
     assert np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(est, true, strict=True)]) > 0.85
     prob = m.predict(scale="response", at=at)
     assert prob.to_numpy().min() > 0 and prob.to_numpy().max() < 1
+
+
+def test_scale_response_false_puts_the_precision_prior_on_the_response_scale(small, tmp_path):
+    """scale_response=False: the sampler sees the response on its own scale (response
+    scale 1, the prior's mean precision as the starting value); the default divides by the
+    response's SD (unchanged); a non-boolean is refused by name."""
+    sim, _, obs = small
+    scaled = fit(sim, obs, n_iter=1, formula="height ~ " + BASIS, id="ID",
+                 run_dir=tmp_path / "a")
+    raw = fit(sim, obs, n_iter=1, formula="height ~ " + BASIS, id="ID",
+              scale_response=False, run_dir=tmp_path / "b")
+    sd = obs["height"].std(ddof=1)
+    np.testing.assert_allclose(scaled.latent.extra.response_scale, [sd])
+    np.testing.assert_array_equal(raw.latent.extra.response_scale, [1.0])
+    np.testing.assert_allclose(raw.latent.extra.y[:, 0] * 1.0,
+                               scaled.latent.extra.y[:, 0] * sd)
+    with pytest.raises(InputTypeError, match="scale_response"):
+        Regression(obs, "height ~ " + BASIS, id="ID", scale_response="no")

@@ -57,9 +57,14 @@ BURN, ITERATIONS, THIN = 500, 1000, 50
 #: random-walk Metropolis-Hastings steps on ``log r_j`` (3 per iteration, step 0.3) give
 #: integrated autocorrelation times of 9-180 iterations (median 22) over 30 traits of 6
 #: simulated data sets of the ``negative_binomial`` part (docs/validation.md).
+#: Individual curves (``curves_*``): B1 moves with the curves' correlated coefficients;
+#: in the quick test's model (tests/test_sbc.py) draws 25 apart gave B1's smallest
+#: chi-square p 7e-4 and 100 apart 0.12, so their long runs keep every 100th.
 LONGER: dict[str, tuple[int, int]] = {"horseshoe": (4000, 200),
                                       "negative_binomial": (4000, 200),
-                                      "combined": (4000, 200)}
+                                      "combined": (4000, 200),
+                                      "curves_gaussian": (2000, 100),
+                                      "curves_binomial": (2000, 100)}
 
 
 def settings(part: str) -> tuple[int, int, int]:
@@ -286,6 +291,59 @@ PARTS.update({
     "binomial": binomial_part,
     "negative_binomial": negative_binomial_part,
     "combined": combined_part,
+})
+
+
+# ----------------------------------------------------------------------------- observation models
+# whose data are not laid out like Eta: probes of genes, observations along curves
+
+def probes_part() -> ModelSpec:
+    """``ProbesToGenes``: the default model's 5 traits are genes, each measured by 2 to 4
+    probes (14 probes), probe precisions under the default Gamma(2, rate 1) prior; one
+    cell per gene and every probe's precision are ranked."""
+    from pymegalmm.observation import ProbesToGenes
+
+    counts = [2, 3, 4, 2, 3]
+    genes = [g for g, c in zip(default_part().trait_names, counts, strict=True)
+             for _ in range(c)]
+    probe_map = pd.Series(genes, index=[f"pr{j + 1}" for j in range(len(genes))])
+    return replace(default_part(), missing=0.0, observation=ProbesToGenes(probe_map))
+
+
+def _curves_part(family: str) -> ModelSpec:
+    """``Regression``: the default model's 100 rows are individuals, each with 8
+    observations at times uniform on (0, 10) (twice the 4 coefficients of
+    ``1 + bs(time, df=3)``, so each individual's coefficients are identified); Gaussian
+    noise precision under the default prior on the response's own scale
+    (``scale_response=False``), or 10-30 binomial trials per observation."""
+    from pymegalmm.observation import Regression
+
+    base = default_part()
+    rng = np.random.default_rng(13)
+    ids = np.repeat(base.fit_data.index.to_numpy(), 8)
+    obs = pd.DataFrame({"ID": ids, "time": rng.uniform(0, 10, ids.size),
+                        "n": rng.integers(10, 31, ids.size), "y": 0.0})
+    options = ({"scale_response": False} if family == "gaussian"
+               else {"family": "binomial", "trials": "n"})
+    model = Regression(obs, "y ~ 1 + bs(time, df=3)", id="ID", **options)
+    return replace(base, traits=model.latent_traits, missing=0.0, observation=model,
+                   priors=REALISTIC_LATENT)
+
+
+def curves_gaussian_part() -> ModelSpec:
+    """Individual curves, Gaussian observations; the noise precision is ranked."""
+    return _curves_part("gaussian")
+
+
+def curves_binomial_part() -> ModelSpec:
+    """Individual curves, binomial observations (Polya-Gamma)."""
+    return _curves_part("binomial")
+
+
+PARTS.update({
+    "probes": probes_part,
+    "curves_gaussian": curves_gaussian_part,
+    "curves_binomial": curves_binomial_part,
 })
 
 

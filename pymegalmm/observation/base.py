@@ -42,6 +42,15 @@ library sizes) are matched by them, as :meth:`ObservationModel.prepare_data` doe
 and :class:`~pymegalmm.observation.Combined` finds its blocks' columns by them.
 Without them inputs are matched by position.  Nothing is kept on the (frozen) model.
 
+Models whose data are not laid out like ``Eta`` (probes of genes, observations along
+curves) draw the data in their own layout: ``SimulatedObservations.data`` (the probes
+table; the observations table with new responses), while ``Y`` is then the latent
+traits' table that :meth:`ObservationModel.latent_frame` builds from those data (NaN
+where no data see a cell).  Their ``simulate`` also takes ``data`` (the rows'
+covariates, for inputs matched with ``data``'s columns).  A fit of simulated data calls
+:meth:`ObservationModel.with_data`: the ``Y`` argument and the observation model that
+hold the simulated data (default: the simulated ``Y`` and the model itself).
+
 Models written for the first form of the protocol, ``simulate(Eta, observed, rng)``
 returning the data array, still work: :func:`simulate_observations`, which every
 caller uses, passes ``rows``/``traits`` only to a ``simulate`` that takes them and
@@ -103,10 +112,20 @@ class SimulatedObservations:
         The model's own parameters drawn from their priors, named and shaped as
         :meth:`ObservationModel.record` reports them (e.g. ``dispersion``, ``(t,)``);
         empty for a model without any (or with them held fixed).
+    data : optional
+        The data in the model's own layout when it is not ``Eta``'s (a table of probes,
+        a table of observations), which :meth:`ObservationModel.with_data` hands to the
+        fit; then ``Y`` is the latent traits' table :meth:`ObservationModel.latent_frame`
+        builds from them.  None (default): ``Y`` is the data.
+    labels : dict of str -> list
+        Labels of the entries of parameters that are not one per trait (e.g.
+        ``probe_precision``: the probes); parameters not named here are per trait.
     """
 
     Y: np.ndarray
     parameters: dict[str, np.ndarray] = field(default_factory=dict)
+    data: Any = None
+    labels: dict[str, list] = field(default_factory=dict)
 
 
 #: State of an observation model: named arrays (e.g. ``{"dispersion": (t,) array}``).
@@ -305,6 +324,33 @@ class ObservationModel(ABC):
             "simulate data (pymegalmm.validation); add it next to sample_latent()"
         )
 
+    def with_data(self, simulated: SimulatedObservations, Y: pd.DataFrame
+                  ) -> tuple[Any, ObservationModel]:
+        """The ``Y`` argument and the observation model that fit simulated data.
+
+        Used by :func:`pymegalmm.validation.sbc` on the data :meth:`simulate` drew (with
+        this model's or another model's ``simulate``).  Default: ``(Y, self)``, the
+        simulated data laid out like ``Eta``.  Models whose data have their own layout
+        (``simulated.data``) return the ``Y`` that :class:`~pymegalmm.MegaLMM` takes with
+        them and, if they hold their data, a copy of themselves holding the new data.
+
+        Parameters
+        ----------
+        simulated : SimulatedObservations
+            What :meth:`simulate` drew.
+        Y : pandas.DataFrame
+            ``simulated.Y`` labelled by the rows and traits.
+
+        Returns
+        -------
+        (Y, model)
+            What :class:`~pymegalmm.MegaLMM` is given as ``Y`` and ``observation``.
+        """
+        if simulated.data is not None:
+            raise InputError(f"{type(self).__name__} cannot fit data simulated in another "
+                             "layout than Y's (an observation model of another kind)")
+        return Y, self
+
     @abstractmethod
     def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
                       rng: np.random.Generator) -> None:
@@ -313,11 +359,12 @@ class ObservationModel(ABC):
 
 def simulate_observations(model: ObservationModel, Eta: np.ndarray, observed: np.ndarray,
                           rng: np.random.Generator, *, rows: Sequence[Hashable] | None = None,
-                          traits: Sequence[Hashable] | None = None) -> SimulatedObservations:
+                          traits: Sequence[Hashable] | None = None,
+                          data: pd.DataFrame | None = None) -> SimulatedObservations:
     """``model.simulate(...)`` as a :class:`SimulatedObservations`, whichever protocol form.
 
-    ``rows`` and ``traits`` are passed only to a ``simulate`` that takes them (or
-    ``**kwargs``); a bare array returned by a model of the first protocol form is
+    ``rows``, ``traits`` and ``data`` are passed only to a ``simulate`` that takes them
+    (or ``**kwargs``); a bare array returned by a model of the first protocol form is
     data without parameters.
 
     Parameters
@@ -326,6 +373,9 @@ def simulate_observations(model: ObservationModel, Eta: np.ndarray, observed: np
         The observation model.
     Eta, observed, rng, rows, traits
         As for :meth:`ObservationModel.simulate`.
+    data : pandas.DataFrame, optional
+        The rows' covariates (the rows of ``data`` the design keeps, in ``rows``' order),
+        for models whose own inputs are matched with ``data`` (e.g. individuals' ids).
 
     Returns
     -------
@@ -333,7 +383,8 @@ def simulate_observations(model: ObservationModel, Eta: np.ndarray, observed: np
     """
     params = inspect.signature(model.simulate).parameters
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    labels = {name: value for name, value in (("rows", rows), ("traits", traits))
+    labels = {name: value for name, value in (("rows", rows), ("traits", traits),
+                                              ("data", data))
               if takes_all or name in params}
     out = model.simulate(Eta, observed, rng, **labels)
     if isinstance(out, SimulatedObservations):

@@ -47,7 +47,7 @@ import scipy.sparse
 from ..errors import InputError, InputTypeError, LabelError
 from ..linalg import standard_normal
 from ..priors.variance import GammaPrior, as_prior
-from .base import LatentScale, ObservationModel
+from .base import LatentScale, ObservationModel, SimulatedObservations
 
 if TYPE_CHECKING:
     from ..core.data import ModelData
@@ -292,12 +292,70 @@ class ProbesToGenes(ObservationModel):
         data: ProbeData = latent.extra
         return eta[..., data.gene] + data.offset, list(data.probes)
 
-    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator
-                 ) -> np.ndarray:
-        """Not available: the probes' layout is not the genes' (``Y`` has another shape)."""
-        raise NotImplementedError("ProbesToGenes.simulate: probe data have another shape than "
-                                  "Eta; simulate with pymegalmm.observation.probes."
-                                  "simulate_probes")
+    def _probe_layout(self) -> tuple[list, list]:
+        """The probes of ``probe_map`` and the gene of each (a sequence map: probes
+        named ``probe1``, ``probe2``, ... in order)."""
+        pm = self.probe_map
+        if isinstance(pm, pd.Series):
+            return [str(p) for p in pm.index], [str(g) for g in pm.to_numpy()]
+        return [f"probe{j + 1}" for j in range(len(pm))], [str(g) for g in pm]
+
+    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator, *,
+                 rows: Sequence[Hashable] | None = None,
+                 traits: Sequence[Hashable] | None = None) -> SimulatedObservations:
+        """Probe data measuring the genes ``Eta`` (sampler's scale with ``scale_Y=False``).
+
+        Every probe of ``probe_map``: its precision ``tau_p`` from the prior
+        ``precision``, an offset ``o_p ~ N(0, 1)`` centred over its gene's probes (the
+        fit holds the offsets at the probes' observed means and measures a gene
+        relative to its average probe: offsets summing to zero per gene make ``Eta``
+        the gene's value the fit reports), then ``y_ip = Eta_i,g(p) + o_p + e_ip``,
+        ``e_ip ~ N(0, 1 / tau_p)``; a cell of ``Eta`` not ``observed`` leaves every
+        probe of its gene missing in that row.
+
+        Random numbers from ``rng``: ``P`` Gamma draws, ``P`` offsets, ``n x P``
+        standard normals (row-major).
+
+        Returns
+        -------
+        SimulatedObservations
+            ``data``: the ``n x P`` probes table (index ``rows``, columns the probes), the
+            ``Y`` that :meth:`with_data` gives the fit; ``Y``: the genes' table
+            (:meth:`latent_frame`: each gene's mean over its observed probes);
+            ``parameters``: ``probe_precision`` ``(P,)`` (``labels``: the probes).
+        """
+        Eta = np.asarray(Eta, dtype=float)
+        observed = np.asarray(observed, dtype=bool)
+        n, G = Eta.shape
+        probes, gene_of = self._probe_layout()
+        genes = list(dict.fromkeys(gene_of))
+        if traits is not None and [str(v) for v in traits] != genes:
+            raise LabelError(f"ProbesToGenes.simulate: traits must be the genes of probe_map "
+                             f"in order of their first probe, {genes[:5]}..., got "
+                             f"{[str(v) for v in traits][:5]}...")
+        if len(genes) != G:
+            raise InputError(f"ProbesToGenes.simulate: Eta has {G} columns but probe_map "
+                             f"has {len(genes)} genes")
+        gi = np.array([genes.index(g) for g in gene_of], dtype=np.intp)
+        P = gi.size
+        tau = rng.gamma(self.precision.shape, 1.0 / self.precision.rate, size=P)
+        offset = rng.standard_normal(P)
+        offset -= (np.bincount(gi, offset, G) / np.bincount(gi, minlength=G))[gi]
+        noise = rng.standard_normal((n, P)) / np.sqrt(tau)[None, :]
+        values = np.where(observed[:, gi], Eta[:, gi] + offset[None, :] + noise, np.nan)
+        index = pd.Index(range(n) if rows is None else list(rows))
+        table = pd.DataFrame(values, index=index, columns=probes)
+        frame = self.latent_frame(table, pd.DataFrame(index=index))
+        return SimulatedObservations(frame.to_numpy(), {"probe_precision": tau}, data=table,
+                                     labels={"probe_precision": list(probes)})
+
+    def with_data(self, simulated: SimulatedObservations, Y: pd.DataFrame
+                  ) -> tuple[Any, ObservationModel]:
+        """The simulated probes table as ``Y``, and this model (same ``probe_map``)."""
+        if not isinstance(simulated.data, pd.DataFrame):
+            raise InputError("ProbesToGenes fits probe data: simulate them with "
+                             "ProbesToGenes.simulate")
+        return simulated.data, self
 
 
 def probe_gene_update(y: np.ndarray, observed: np.ndarray, gene: np.ndarray, incidence: Any,

@@ -41,7 +41,7 @@ independent of the thread count); (Gaussian) one Gamma draw per response.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,7 +52,7 @@ from scipy.special import expit
 from ..errors import InputError, InputTypeError, LabelError
 from ..linalg import standard_normal
 from ..priors.variance import GammaPrior, as_prior
-from .base import LatentScale, ObservationModel
+from .base import LatentScale, ObservationModel, SimulatedObservations
 from .gaussian import GaussianMissing
 
 if TYPE_CHECKING:
@@ -137,6 +137,11 @@ class Regression(ObservationModel):
         response divided by its standard deviation (default
         :data:`DEFAULT_OBSERVATION_PRECISION_PRIOR`); sampled and recorded as
         ``observation_precision`` (dims ``response``, user's scale).
+    scale_response : bool
+        Gaussian: put the precision prior on the scale of each response divided by its
+        standard deviation over the observations (default True).  False: on the
+        response's own scale, a prior that does not depend on the data (needed by
+        simulation-based calibration, :meth:`simulate`).
 
     Notes
     -----
@@ -157,6 +162,7 @@ class Regression(ObservationModel):
     trials: str | None = None
     differences: bool = False
     precision: GammaPrior = DEFAULT_OBSERVATION_PRECISION_PRIOR
+    scale_response: bool = True
 
     def __post_init__(self) -> None:
         obs = self.observations
@@ -176,6 +182,9 @@ class Regression(ObservationModel):
             raise InputError("trials only applies with family='binomial'")
         if not isinstance(self.differences, bool | np.bool_):
             raise InputTypeError(f"differences must be True or False, got {self.differences!r}")
+        if not isinstance(self.scale_response, bool | np.bool_):
+            raise InputTypeError(f"scale_response must be True or False, got "
+                                 f"{self.scale_response!r}")
         object.__setattr__(self, "precision", as_prior("precision", self.precision, GammaPrior))
         object.__setattr__(self, "_parsed", self._parse())
 
@@ -387,7 +396,8 @@ class Regression(ObservationModel):
         else:
             spread = np.array([np.nanstd(Yo[:, r], ddof=1) if observed[:, r].sum() > 1
                                else 0.0 for r in range(R)])
-            resp_scale = np.where(spread > 0, spread, 1.0)
+            resp_scale = (np.where(spread > 0, spread, 1.0) if self.scale_response
+                          else np.ones(R))
             Xs = np.empty((R, Xo.shape[0], k))
             y = np.empty_like(Yo)
             for r in range(R):
@@ -487,11 +497,94 @@ class Regression(ObservationModel):
         out = np.concatenate(parts, axis=-1)
         return (expit(out) if self.family == "binomial" else out), labels
 
-    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator
-                 ) -> np.ndarray:
-        """Not available: the observations are not laid out like ``Eta``."""
-        raise NotImplementedError("Regression.simulate: observations are not laid out like "
-                                  "Eta; see docs/observation_models.md for a simulation")
+    def simulate(self, Eta: np.ndarray, observed: np.ndarray, rng: np.random.Generator, *,
+                 rows: Sequence[Hashable] | None = None,
+                 traits: Sequence[Hashable] | None = None,
+                 data: pd.DataFrame | None = None) -> SimulatedObservations:
+        """New responses for the observations table, given the coefficients ``Eta``.
+
+        The observations keep their ids, covariates, trials and missing responses;
+        each observed response is drawn anew from the curve of its individual (``Eta``'s
+        row, found by the ids as the fit finds them: ``data``'s column ``id`` if it has
+        one, else the rows' labels ``rows``), with ``Eta`` on the coefficients' user
+        scale (the sampler's with ``scale_Y=False``):
+
+        * Gaussian: each response's precision ``tau_r`` from the prior ``precision``, on
+          the response's own scale (which needs ``scale_response=False``: otherwise the
+          fit puts the prior on the scale of the data's standard deviation), then
+          ``y_o = x_o' beta_i,r + e_o``, ``e_o ~ N(0, 1 / tau_r)``.  Random numbers: ``R``
+          Gamma draws, then ``m x R`` standard normals (row-major);
+        * binomial: ``y_o ~ Binomial(N_o, expit(x_o' beta_i))``.
+
+        Every cell of ``Eta`` must be ``observed`` (the coefficients are seen through the
+        observations, not missing at random).
+
+        Returns
+        -------
+        SimulatedObservations
+            ``data``: the observations table with the new responses (what
+            :meth:`with_data` fits); ``Y``: the coefficients' table :meth:`latent_frame`
+            builds from it (NaN for an individual without observations of a
+            response); ``parameters``: ``observation_precision`` ``(R,)`` (Gaussian;
+            ``labels``: the responses).
+        """
+        p = self._parsed
+        Eta = np.asarray(Eta, dtype=float)
+        n, K = Eta.shape
+        if traits is not None and [str(v) for v in traits] != self.latent_traits:
+            raise LabelError(f"Regression.simulate: traits must be the coefficients "
+                             f"{self.latent_traits}, got {[str(v) for v in traits]}")
+        if K != len(self.latent_traits):
+            raise InputError(f"Regression.simulate: Eta has {K} columns for "
+                             f"{len(self.latent_traits)} coefficients")
+        if not np.asarray(observed, dtype=bool).all():
+            raise InputError("Regression.simulate: every coefficient is seen through the "
+                             "observations; use missing=0")
+        if self.family == "gaussian" and self.scale_response:
+            raise InputError("Regression.simulate needs scale_response=False: with the "
+                             "response scaled by its own standard deviation the precision "
+                             "prior changes with the data, so the fitted model is not the one "
+                             "simulated from")
+        index = pd.Index(range(n) if rows is None else list(rows))
+        frame = pd.DataFrame(index=index) if data is None else data
+        keys = self._rows(frame)
+        if len(keys) != n:
+            raise InputError(f"Regression.simulate: data has {len(keys)} rows for {n} rows "
+                             "of Eta")
+        pos = keys.get_indexer(p["ids"])
+        if (pos < 0).any():
+            unknown = list(dict.fromkeys(p["ids"][pos < 0]))
+            raise LabelError(f"observations: {len(unknown)} id(s) in column {self.id!r} are "
+                             f"not among the rows simulated, e.g. {unknown[:5]}")
+        X, Y0 = p["X"], p["Y"]
+        k, R = X.shape[1], len(p["responses"])
+        curves = np.stack([np.einsum("ij,ij->i", X, Eta[pos, r * k:(r + 1) * k])
+                           for r in range(R)], axis=1)
+        has = ~np.isnan(Y0)
+        table = self.observations.copy()
+        params: dict[str, np.ndarray] = {}
+        labels: dict[str, list] = {}
+        if self.family == "binomial":
+            N = np.where(has[:, 0], p["trials"], 0).astype(np.int64)
+            y = rng.binomial(N, expit(curves[:, 0])).astype(float)
+            table[p["responses"][0]] = np.where(has[:, 0], y, np.nan)
+        else:
+            tau = rng.gamma(self.precision.shape, 1.0 / self.precision.rate, size=R)
+            y = curves + rng.standard_normal(curves.shape) / np.sqrt(tau)[None, :]
+            for r, name in enumerate(p["responses"]):
+                table[name] = np.where(has[:, r], y[:, r], np.nan)
+            params["observation_precision"] = tau
+            labels["observation_precision"] = list(p["responses"])
+        start = replace(self, observations=table).latent_frame(None, frame)
+        return SimulatedObservations(start.to_numpy(), params, data=table, labels=labels)
+
+    def with_data(self, simulated: SimulatedObservations, Y: pd.DataFrame
+                  ) -> tuple[Any, ObservationModel]:
+        """``Y=None`` and this model holding the simulated observations table."""
+        if not isinstance(simulated.data, pd.DataFrame):
+            raise InputError("Regression fits an observations table: simulate it with "
+                             "Regression.simulate")
+        return None, replace(self, observations=simulated.data)
 
 
 def _difference_names(names: list[str]) -> list[str]:

@@ -129,8 +129,7 @@ def quantity_labels(model_spec: ModelSpec) -> dict[str, list[str]]:
         **_regression_labels(model_spec),
         **_model_part_labels(model_spec, per_component),
         "Eta_observed": [traits[j] for j in _latent_traits(model_spec)],
-        **{name: [tr for tr, has in zip(traits, mask, strict=True) if has]
-           for name, mask in model_spec.observation_parameters.items()},
+        **model_spec.observation_labels,
     }
     return {name: value for name, value in labels.items() if value}
 
@@ -280,8 +279,9 @@ def _fit(task: _Task, sim: Simulation, seed: int) -> Any:
                       n_threads=1)
     extra = {} if spec.extra_regressions is None else {
         "extra_regressions": spec.extra_regressions}
-    return MegaLMM(sim.Y, spec.formula, data=sim.data, relmat=spec.relmat, control=control,
-                   priors=spec.priors, observation=spec.observation, seed=seed,
+    Y, observation = sim.fit_arguments(spec.observation)
+    return MegaLMM(Y, spec.formula, data=sim.data, relmat=spec.relmat, control=control,
+                   priors=spec.priors, observation=observation, seed=seed,
                    record=["tot_Eta_prec"], run_dir=_unused_run_dir(), verbose=False, **extra,
                    **_model_part_arguments(spec))
 

@@ -15,8 +15,10 @@ scale, which is the user's with ``scale_Y=False``)::
     Eta = X1 B1 + F Lambda + sum_m Z_m U_R^(m) + E_R,
                                      E_R[:, j] ~ N(0, (1 - sum_m resid_h2[m, j]) / tot_Eta_prec_j)
           (+ X_cis,j b_cis,j with cis_genotypes, b_cis ~ N(0, cis_sd^2): flat prior)
-    Y, observation parameters = observation.simulate(Eta, observed; rows, traits)
-        (inputs labelled like Y matched by the rows' and traits' labels)
+    Y, observation parameters = observation.simulate(Eta, observed; rows, traits, data)
+        (inputs labelled like Y matched by the rows' and traits' labels; models whose
+        data are not laid out like Eta, e.g. probes or observations along curves, draw
+        them in their own layout, and the fit gets them from Simulation.fit_arguments)
 
 Each part draws its own parameters next to its update: the loadings prior's
 :meth:`~pymegalmm.priors.LambdaPrior.sample_prior`, the precision priors'
@@ -28,6 +30,7 @@ Each part draws its own parameters next to its update: the loadings prior's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,7 +38,7 @@ import scipy.linalg
 
 from ..core.grid import make_h2_grid
 from ..design import Design
-from ..observation import simulate_observations
+from ..observation import ObservationModel, SimulatedObservations, simulate_observations
 from ..priors import LambdaPrior
 from ..priors.h2 import sample_h2_prior
 from ..validate import check_instance
@@ -53,7 +56,10 @@ class Simulation:
     spec : ModelSpec
         The specification drawn from.
     Y : pandas.DataFrame
-        ``(n, t)`` data, NaN where missing; index = the rows of ``data`` kept.
+        ``(n, t)`` data, NaN where missing; index = the rows of ``data`` kept.  For an
+        observation model whose data are not laid out like ``Eta`` (probes, observations
+        along curves), the latent traits' table built from its data (its
+        ``latent_frame``); the data themselves are ``observations.data``.
     data : pandas.DataFrame
         The covariates of those rows (``spec.fit_data``).
     observed : numpy.ndarray
@@ -72,6 +78,9 @@ class Simulation:
     lambda_prior : LambdaPrior
         The loadings prior as the model uses it on these data (after its
         ``for_data`` and ``for_traits`` hooks, e.g. the horseshoe's ``tau_0``).
+    observations : SimulatedObservations, optional
+        What the observation model drew (its data in its own layout, if any, and its
+        parameters).
     """
 
     spec: ModelSpec
@@ -81,6 +90,25 @@ class Simulation:
     parameters: dict[str, np.ndarray]
     grid: np.ndarray
     lambda_prior: LambdaPrior
+    observations: SimulatedObservations | None = None
+
+    def fit_arguments(self, observation: ObservationModel | None = None
+                      ) -> tuple[Any, ObservationModel]:
+        """The ``Y`` and ``observation`` arguments of :class:`~pymegalmm.MegaLMM` that fit
+        these data: ``observation.with_data`` (default the spec's observation model;
+        another model, e.g. a deliberately wrong one, fits the same simulated data).
+
+        Returns
+        -------
+        (Y, observation)
+            ``self.Y`` and the model for data laid out like ``Eta``; the model's own
+            data (probes table; ``None`` and a model holding the new observations).
+        """
+        model = self.spec.observation if observation is None else observation
+        drawn = self.observations
+        if drawn is None:
+            drawn = SimulatedObservations(self.Y.to_numpy())
+        return model.with_data(drawn, self.Y)
 
     def user_scale(self) -> dict[str, np.ndarray]:
         """The true parameters as the fitted model reports them.
@@ -265,7 +293,7 @@ def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simu
         Eta += spec.cis_design.mean(cis_effects)
     observed = ~_missing_mask(spec, n, t, rng)
     drawn = simulate_observations(spec.observation, Eta, observed, rng, rows=list(design.rows),
-                                  traits=names)
+                                  traits=names, data=spec.fit_data)
     Y = drawn.Y
 
     parameters = {
@@ -281,7 +309,7 @@ def simulate_from_prior(model_spec: ModelSpec, rng: np.random.Generator) -> Simu
     rows = design.rows
     return Simulation(spec=spec, Y=pd.DataFrame(Y, index=rows, columns=names),
                       data=spec.data.loc[rows], observed=observed, parameters=parameters,
-                      grid=grid, lambda_prior=lambda_prior)
+                      grid=grid, lambda_prior=lambda_prior, observations=drawn)
 
 
 # ----------------------------------------------------------------------------- extra regressions

@@ -162,32 +162,54 @@ class ModelSpec:
     def _check_observation(self) -> dict[str, np.ndarray]:
         """Simulate once from the observation model on the spec's rows and traits (its
         inputs labelled like ``Y`` must match them; NotImplementedError names a model
-        that cannot simulate); cache the names and shapes of its drawn parameters."""
+        that cannot simulate); cache the names, shapes and labels of its drawn
+        parameters."""
         design = self.design
-        observed = (~self.missing if isinstance(self.missing, np.ndarray)
-                    else np.ones((design.n, len(self.trait_names)), dtype=bool))
+        n, t = design.n, len(self.trait_names)
+        if isinstance(self.missing, np.ndarray):
+            observed = ~self.missing
+        else:  # a pattern with the fraction's number of missing cells per trait
+            observed = np.ones((n, t), dtype=bool)
+            per_trait = int(round(self.missing * n))
+            for j in range(t):
+                observed[(j * per_trait + np.arange(per_trait)) % n, j] = False
         try:
             draw = simulate_observations(self.observation, np.zeros(observed.shape), observed,
                                          np.random.default_rng(0), rows=list(design.rows),
-                                         traits=self.trait_names)
+                                         traits=self.trait_names, data=self.fit_data)
         except MegaLMMError as exc:  # the model's inputs do not fit the spec's rows/traits
             raise type(exc)(f"observation: {exc}") from exc
         except (ValueError, KeyError) as exc:
             raise InputError(f"missing does not fit the observation model: {exc}") from exc
+        labels = {name: list(draw.labels[name]) if name in draw.labels else
+                  (list(self.trait_names) if np.shape(value) == (t,) else None)
+                  for name, value in draw.parameters.items()}
         object.__setattr__(self, "_observation_parameters", draw.parameters)
+        object.__setattr__(self, "_observation_labels", labels)
         return draw.parameters
 
     @property
     def observation_parameters(self) -> dict[str, np.ndarray]:
-        """Traits of each per-trait parameter the observation model draws (and records):
-        name -> ``(t,)`` bool, True where the trait has it (e.g. NegativeBinomial's
-        ``dispersion``; under Combined only its blocks' traits)."""
+        """Entries of each parameter the observation model draws (and records) that are
+        ranked: name -> bool array, True where the entry exists (e.g. NegativeBinomial's
+        ``dispersion``, ``(t,)``, under Combined only its blocks' traits; ProbesToGenes'
+        ``probe_precision``, one per probe).  Parameters that are neither per trait nor
+        labelled by the model's ``simulate`` are left out."""
         params = self.__dict__.get("_observation_parameters")
         if params is None:  # after unpickling: caches are rebuilt
             params = self._check_observation()
-        t = len(self.trait_names)
+        labels = self.__dict__["_observation_labels"]
         return {name: ~np.isnan(np.asarray(v, dtype=float)) for name, v in params.items()
-                if np.shape(v) == (t,)}
+                if labels.get(name) is not None and np.ndim(v) == 1}
+
+    @property
+    def observation_labels(self) -> dict[str, list]:
+        """Labels of the entries of :attr:`observation_parameters` (traits, probes,
+        responses), those that exist only."""
+        masks = self.observation_parameters
+        labels = self.__dict__["_observation_labels"]
+        return {name: [lab for lab, has in zip(labels[name], mask, strict=True) if has]
+                for name, mask in masks.items()}
 
     def _check_model_parts(self) -> None:
         """Check ``Lambda_fixed``, ``cis_genotypes`` and ``cis_sd`` as MegaLMM would."""
