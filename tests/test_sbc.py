@@ -141,8 +141,13 @@ def test_extra_regression_priors_are_calibrated(prior):
     """
     res = sbc(_b2_part(prior), replications=100, iterations=150, thin=25, seed=21,
               workers=2)
-    assert {"B2_R", "B2_F_Lambda"} <= set(res.quantities)
-    assert res.passed(alpha=0.01), repr(res)
+    assert {"B2_R", "B2_F_Lambda", "B2_total"} <= set(res.quantities)
+    # the family of tests as before B2_total was ranked (same ranks: B2_total comes last)
+    before = res.ranks.drop(columns="B2_total", level="quantity")
+    assert SBCResult.from_ranks(before, res.n_draws).passed(alpha=0.01), repr(res)
+    # the identified total, on its own (Bonferroni over its entries)
+    total = res.ranks.loc[:, ["B2_total"]]
+    assert SBCResult.from_ranks(total, res.n_draws).passed(alpha=0.01), repr(res)
 
 
 def test_extra_regression_prior_draws_match_the_prior():
@@ -173,6 +178,12 @@ def test_simulation_adds_the_extra_regressions():
     np.testing.assert_allclose(truth["B2_F"] @ truth["Lambda"], p["B2_F"] @ p["Lambda"])
     labels = quantity_labels(spec)
     assert labels["B2_R"][:2] == ["x0:y1", "x0:y2"] and len(labels["B2_F_Lambda"]) == 12
+    assert labels["B2_total"] == labels["B2_R"]
+    values = quantity_values(truth, ["B2_R", "B2_F_Lambda", "B2_total"])
+    np.testing.assert_array_equal(values["B2_total"], values["B2_F_Lambda"] + values["B2_R"])
+    only_factors = replace(spec, extra_regressions=replace(spec.extra_regressions,
+                                                           resids=False))
+    assert "B2_total" not in quantity_labels(only_factors)
     # without extra regressions nothing changes: same draws as before this option
     plain = replace(spec, extra_regressions=None)
     assert "B2_R" not in quantity_labels(plain)
