@@ -194,10 +194,11 @@ def test_simulation_adds_the_extra_regressions():
 
 def test_long_run_thins_the_horseshoe_enough():
     """``validation/run_sbc.py`` keeps the horseshoe's 20 draws 200 iterations apart (the
-    other parts 50): its slowest replications, where a loading moves between the prior's
-    pole at zero and the value the data support, have ``Lambda' Lambda`` autocorrelation
-    times of 140-260 iterations, and draws 50 apart made its ranks U-shaped (+31 % at the
-    ends over 1,000 replications, docs/validation.md)."""
+    spike-and-slab priors on ``B2`` 250, the other parts 50): the horseshoe's slowest
+    replications, where a loading moves between the prior's pole at zero and the value
+    the data support, have ``Lambda' Lambda`` autocorrelation times of 140-260
+    iterations, and draws 50 apart made its ranks U-shaped (+31 % at the ends over 1,000
+    replications, docs/validation.md)."""
     import importlib.util
     from pathlib import Path
 
@@ -213,8 +214,13 @@ def test_long_run_thins_the_horseshoe_enough():
     # individual curves: B1 needs draws ~100 apart (test_curves_are_calibrated)
     for part in ("curves_gaussian", "curves_binomial"):
         assert run_sbc.settings(part) == (500, 2000, 100), part
+    # spike and slab on B2: the split between B2_F Lambda and B2_R mixes slowly (integrated
+    # autocorrelation times up to ~1,400); draws 50 apart failed, 250 apart passed
+    for part in ("b2_bayesc", "b2_bayesb"):
+        burn, iterations, thin = run_sbc.settings(part)
+        assert thin >= 250 and iterations // thin == 20 and burn == 500, part
     slower = {"horseshoe", "negative_binomial", "combined", "curves_gaussian",
-              "curves_binomial"}
+              "curves_binomial", "b2_bayesc", "b2_bayesb"}
     for part in set(run_sbc.PARTS) - slower:
         assert run_sbc.settings(part) == (500, 1000, 50), part
 
