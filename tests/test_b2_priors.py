@@ -315,6 +315,22 @@ def test_inclusion_probabilities_separate_zeros_from_effects(prior, tmp_path):
     assert "B2_F_pi" not in m.posterior
 
 
+def test_excluded_coefficients_are_exactly_zero_on_the_user_s_scale(fitted_bayesc):
+    # SBC ranks B2 draws against a truth that is exactly 0 where excluded, breaking ties at
+    # random: an excluded coefficient must be recorded as exactly 0 on the user's scale
+    # (scale_Y=True here: B2_R is multiplied by each trait's scale, B2_F by the factors'
+    # standard deviations), never as 0 * scale noise, and the recorded indicators must be
+    # the draws' own.
+    _, m = fitted_bayesc
+    post = m.posterior
+    assert m.latent.scale is not None and not np.allclose(m.latent.scale, 1.0)
+    for name in ("B2_R", "B2_F"):
+        B = post[name].values
+        inc = post[f"{name}_inclusion"].transpose(*post[name].dims).values
+        np.testing.assert_array_equal(inc, (B != 0).astype(float))
+        assert 0 < inc.mean() < 1
+
+
 def test_state_saved_restored_and_permuted(fitted_bayesc, tmp_path):
     _, m = fitted_bayesc
     s = m.chains[0].state
