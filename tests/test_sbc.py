@@ -145,7 +145,7 @@ def test_extra_regression_priors_are_calibrated(prior):
     res = sbc(_b2_part(prior), replications=100, iterations=150, thin=25, seed=21,
               workers=2)
     assert {"B2_R", "B2_F_Lambda", "B2_total"} <= set(res.quantities)
-    # the family of tests as before B2_total was ranked (same ranks: B2_total comes last)
+    # the family of tests as before B2_total was ranked (the other ranks do not change)
     before = res.ranks.drop(columns="B2_total", level="quantity")
     assert SBCResult.from_ranks(before, res.n_draws).passed(alpha=0.01), repr(res)
     # the identified total, on its own (Bonferroni over its entries)
@@ -197,7 +197,7 @@ def test_simulation_adds_the_extra_regressions():
 
 def test_long_run_thins_the_horseshoe_enough():
     """``validation/run_sbc.py`` keeps the horseshoe's 20 draws 200 iterations apart (the
-    spike-and-slab priors on ``B2`` 250, the other parts 50): the horseshoe's slowest
+    slower parts below more, the others 50): the horseshoe's slowest
     replications, where a loading moves between the prior's pole at zero and the value
     the data support, have ``Lambda' Lambda`` autocorrelation times of 140-260
     iterations, and draws 50 apart made its ranks U-shaped (+31 % at the ends over 1,000
