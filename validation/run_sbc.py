@@ -60,11 +60,20 @@ BURN, ITERATIONS, THIN = 500, 1000, 50
 #: Individual curves (``curves_*``): B1 moves with the curves' correlated coefficients;
 #: in the quick test's model (tests/test_sbc.py) draws 25 apart gave B1's smallest
 #: chi-square p 7e-4 and 100 apart 0.12, so their long runs keep every 100th.
+#: The spike-and-slab priors on the extra regressions: the split of a covariate's effect
+#: between ``B2_F Lambda`` and ``B2_R`` is not identified by the likelihood (only their
+#: sum is) and the Gibbs sampler crosses between splits slowly, more so between discrete
+#: inclusion patterns: integrated autocorrelation times of 20-170 iterations (median per
+#: data set) and up to ~1,400 for the slowest entries, against 6-21 for the total
+#: (docs/validation.md).  Draws 50 apart piled ``B2_R`` and ``B2_F Lambda`` ranks up at 0
+#: and 20 (+74 % and +93 % on 150 replications), draws 250 apart passed (+15 %, +10 %).
 LONGER: dict[str, tuple[int, int]] = {"horseshoe": (4000, 200),
                                       "negative_binomial": (4000, 200),
                                       "combined": (4000, 200),
                                       "curves_gaussian": (2000, 100),
-                                      "curves_binomial": (2000, 100)}
+                                      "curves_binomial": (2000, 100),
+                                      "b2_bayesc": (5000, 250),
+                                      "b2_bayesb": (5000, 250)}
 
 
 def settings(part: str) -> tuple[int, int, int]:

@@ -60,6 +60,9 @@ QUANTITIES: dict[str, str] = {
     "B2_R": "direct effects of the extra regressors on each trait (extra_regressions)",
     "B2_F_Lambda": "effects of the extra regressors on the traits through the factors, "
                    "B2_F Lambda (B2_F alone is not identified)",
+    "B2_total": "total effects of the extra regressors on the traits, B2_F Lambda + B2_R "
+                "(the only part the likelihood sees: its split between the two is set by "
+                "the prior alone)",
     "F_h2_fixed": "variance proportions of each fixed factor (h2 grid; Lambda_fixed)",
     "cis_effects": "each trait's cis effects (cis_genotypes)",
     "Eta_observed": "latent value of one observed cell per trait, for observation models "
@@ -135,13 +138,15 @@ def quantity_labels(model_spec: ModelSpec) -> dict[str, list[str]]:
 
 
 def _regression_labels(model_spec: ModelSpec) -> dict[str, list[str]]:
-    """``B2_R`` and ``B2_F_Lambda`` entries ``"marker:trait"`` (with extra regressions)."""
+    """``B2_R``, ``B2_F_Lambda`` and ``B2_total`` entries ``"marker:trait"`` (with extra
+    regressions; ``B2_total`` when the model has both)."""
     extra = model_spec.extra_regressions
     if extra is None:
         return {}
     entries = [f"{x}:{tr}" for x in extra.names for tr in model_spec.trait_names]
     return {**({"B2_R": entries} if extra.resids else {}),
-            **({"B2_F_Lambda": entries} if extra.factors else {})}
+            **({"B2_F_Lambda": entries} if extra.factors else {}),
+            **({"B2_total": entries} if extra.factors and extra.resids else {})}
 
 
 def _model_part_labels(spec: ModelSpec, per_component: Any) -> dict[str, list[str]]:
@@ -226,6 +231,8 @@ def quantity_values(params: dict[str, np.ndarray], names: Iterable[str],
             out[name] = np.asarray(params["B2_R"], dtype=float).ravel()
         elif name == "B2_F_Lambda":  # identified: invariant to the factors' order and sign
             out[name] = (params["B2_F"] @ lam).ravel()
+        elif name == "B2_total":  # what the likelihood identifies (F integrated out)
+            out[name] = (params["B2_F"] @ lam + np.asarray(params["B2_R"], dtype=float)).ravel()
         elif name == "F_h2_fixed":
             out[name] = fh2[:, :n_fixed].ravel()
         elif name == "cis_effects":
