@@ -200,6 +200,13 @@ def pg_latent_update(eta: np.ndarray, mean: np.ndarray, var: np.ndarray, observe
     return np.asfortranarray(lin / P + z / np.sqrt(P))
 
 
+def require_one_group(d: Any, model: str) -> None:
+    """Raise unless the model's data form one trait group holding every trait: the
+    latent draws of the non-Gaussian models redraw every cell (no missing-data map)."""
+    if len(d.groups) != 1 or d.groups[0].cols.size != d.t:
+        raise ValueError(f"{model} needs one trait group (no missing-data map)")
+
+
 def redraw_latent(s: Any, d: Any, conditional: Any, rng: np.random.Generator,
                   parts: list[tuple[Any, Any, dict[str, np.ndarray], np.ndarray]]) -> None:
     """Redraw every cell of ``Eta`` from the observation models' column updates.
@@ -211,8 +218,7 @@ def redraw_latent(s: Any, d: Any, conditional: Any, rng: np.random.Generator,
     ``model._update_columns`` draws them.  Then ``QtEta`` is rotated again.  Needs one
     trait group holding every trait (no missing-data map).
     """
-    if len(d.groups) != 1 or d.groups[0].cols.size != d.t:
-        raise ValueError("this observation model needs one trait group (no missing-data map)")
+    require_one_group(d, "this observation model")
     g = d.groups[0]
     rows = g.rows
     whole = rows.size == d.n

@@ -47,6 +47,7 @@ import scipy.sparse
 from ..errors import InputError, InputTypeError, LabelError
 from ..linalg import standard_normal
 from ..priors.variance import GammaPrior, as_prior
+from ._common import require_one_group
 from .base import LatentScale, ObservationModel, SimulatedObservations
 
 if TYPE_CHECKING:
@@ -266,8 +267,7 @@ class ProbesToGenes(ObservationModel):
     def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
                       rng: np.random.Generator) -> None:
         """Redraw every cell of ``Eta``, then every probe's precision (module docstring)."""
-        if len(d.groups) != 1:
-            raise ValueError("ProbesToGenes needs one trait group (no missing-data map)")
+        require_one_group(d, "ProbesToGenes")
         data: ProbeData = d.latent.extra
         g = d.groups[0]
         mean = conditional.block_mean(0)

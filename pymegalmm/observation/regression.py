@@ -52,6 +52,7 @@ from scipy.special import expit
 from ..errors import InputError, InputTypeError, LabelError
 from ..linalg import standard_normal
 from ..priors.variance import GammaPrior, as_prior
+from ._common import require_one_group
 from .base import LatentScale, ObservationModel, SimulatedObservations
 from .gaussian import GaussianMissing
 
@@ -313,15 +314,21 @@ class Regression(ObservationModel):
                              f"(by {by}); one row per individual")
         return keys
 
+    def _positions(self, keys: pd.Index, where: str) -> np.ndarray:
+        """Row among ``keys`` of each observation's id; LabelError naming the unknown ids."""
+        ids = self._parsed["ids"]
+        pos = keys.get_indexer(ids)
+        if (pos < 0).any():
+            unknown = list(dict.fromkeys(ids[pos < 0]))
+            raise LabelError(f"observations: {len(unknown)} id(s) in column {self.id!r} are "
+                             f"not {where}, e.g. {unknown[:5]}")
+        return pos
+
     def _starts(self, keys: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Row of each observation among ``keys``; starting coefficients (user's scale,
         NaN for individuals without an observation of a response); the observed mask."""
         p = self._parsed
-        pos = keys.get_indexer(p["ids"])
-        if (pos < 0).any():
-            unknown = list(dict.fromkeys(p["ids"][pos < 0]))
-            raise LabelError(f"observations: {len(unknown)} id(s) in column {self.id!r} are "
-                             f"not individuals of data, e.g. {unknown[:5]}")
+        pos = self._positions(keys, "individuals of data")
         X, Y = p["X"], p["Y"]
         if self.family == "binomial":
             N = p["trials"]
@@ -441,8 +448,7 @@ class Regression(ObservationModel):
     def sample_latent(self, s: ChainState, d: ModelData, conditional: EtaConditional,
                       rng: np.random.Generator) -> None:
         """Redraw every individual's coefficients, then (Gaussian) the precisions."""
-        if len(d.groups) != 1:
-            raise ValueError("Regression needs one trait group (no missing-data map)")
+        require_one_group(d, "Regression")
         data: CurveData = d.latent.extra
         g = d.groups[0]
         mean = conditional.block_mean(0)
@@ -551,11 +557,7 @@ class Regression(ObservationModel):
         if len(keys) != n:
             raise InputError(f"Regression.simulate: data has {len(keys)} rows for {n} rows "
                              "of Eta")
-        pos = keys.get_indexer(p["ids"])
-        if (pos < 0).any():
-            unknown = list(dict.fromkeys(p["ids"][pos < 0]))
-            raise LabelError(f"observations: {len(unknown)} id(s) in column {self.id!r} are "
-                             f"not among the rows simulated, e.g. {unknown[:5]}")
+        pos = self._positions(keys, "among the rows simulated")
         X, Y0 = p["X"], p["Y"]
         k, R = X.shape[1], len(p["responses"])
         curves = np.stack([np.einsum("ij,ij->i", X, Eta[pos, r * k:(r + 1) * k])
