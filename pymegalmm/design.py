@@ -33,6 +33,7 @@ from formulaic.errors import DataMismatchWarning, FormulaicError
 
 from .errors import InputError, InputTypeError, LabelError
 from .formula import ParsedFormula, RandomTerm, parse_formula
+from .linalg import symmetric_eig
 
 __all__ = ["RandomEffect", "Design", "build_design"]
 
@@ -107,7 +108,7 @@ class RandomEffect:
         once per grouping factor and reused by every trait group's precompute (the rank
         handling of K seeds it when K has full rank)."""
         if "eig" not in self.eig_cache:
-            self.eig_cache["eig"] = scipy.linalg.eigh(self.K_tilde, check_finite=False)
+            self.eig_cache["eig"] = symmetric_eig(self.K_tilde)
         return self.eig_cache["eig"]
 
     def __post_init__(self) -> None:
@@ -623,7 +624,7 @@ def _reduce_rank(K: np.ndarray, group: str, tol: float, eig_cache: dict | None =
         eigvals = np.diag(K).copy()
         eigvecs = None
     else:
-        eigvals, eigvecs = scipy.linalg.eigh(K, check_finite=False)
+        eigvals, eigvecs = symmetric_eig(K)
     scale = float(np.max(np.abs(eigvals))) if r else 0.0
     smallest = float(np.min(eigvals)) if r else 0.0
     if smallest < -_PSD_RTOL * scale:

@@ -18,6 +18,18 @@ The ``two_effects`` draws were re-recorded when the low-rank back-end
 one for that fit: a different algorithm (rotated rows, whitened coefficients, a
 Woodbury form) for the same model draws other numbers.  The dense back-end's draws
 recorded at 17042ae are kept, unchanged, as ``two_effects_dense``.
+
+The ``missing_cells``, ``missing_map`` and ``two_effects`` draws were re-recorded
+(issue 15, setup at large n) when the setup's symmetric eigendecompositions moved from
+SciPy's default MRRR driver to divide and conquer
+(:func:`pymegalmm.linalg.symmetric_eig`: 3x faster on a K with a large cluster of equal
+eigenvalues) and a balanced random intercept (``Z'Z = c I``) stopped decomposing
+``T'Z'ZT = c diag(lambda)``.  Both give another orthonormal eigenbasis of the same
+matrices: the same model in rotated coordinates, which the same random numbers fill
+differently.  ``tests/test_setup_reuse.py`` checks the new basis's defining properties
+and that the h2 grid's log-determinants and quadratic forms, the only way the data enter
+the column LMM, equal the direct dense ones to 1e-10.  The dense back-end's draws did
+not change.
 """
 
 from __future__ import annotations

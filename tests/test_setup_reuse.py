@@ -11,7 +11,12 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from pymegalmm import MegaLMM, datasets
-from pymegalmm.core.random_effects.diagonal import diagonal_basis, incidence_product
+from pymegalmm.core.random_effects.diagonal import (
+    diagonal_basis,
+    incidence_product,
+    replicate_count,
+)
+from pymegalmm.linalg import symmetric_eig
 
 
 def test_incidence_product_equals_the_dense_product_exactly():
@@ -36,7 +41,7 @@ def test_diagonal_basis_with_a_given_eigendecomposition_is_the_same_basis():
     K = G @ G.T + 0.1 * np.eye(6)
     Z = sp.csr_matrix((np.ones(9), (np.arange(9), rng.integers(0, 6, 9))), shape=(9, 6))
     a = diagonal_basis(Z.toarray(), K)  # the reference: dense Z, its own eigh
-    b = diagonal_basis(Z, K, eig=scipy.linalg.eigh(K))
+    b = diagonal_basis(Z, K, eig=symmetric_eig(K))
     for name in ("Q", "d", "S"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
@@ -52,17 +57,19 @@ def test_K_is_decomposed_once_for_every_trait_group(monkeypatch):
     real = scipy.linalg.eigh
 
     def counting(a, *args, **kwargs):
-        calls.append(np.shape(a))
+        calls.append(np.array(a, copy=True))
         return real(a, *args, **kwargs)
 
     monkeypatch.setattr(scipy.linalg, "eigh", counting)
     m.set_missing_data_map(maps[-1])
     n_groups = len(maps[-1].groups)
     assert n_groups > 1
-    r = sim.K.shape[0]
-    # each group diagonalises its own Z'Z (one eigh of size <= r each), never K again
-    assert len(calls) == n_groups, calls
-    assert all(shape[0] <= r for shape in calls)
+    K_tilde = m.design.random[0].K_tilde
+    # each group diagonalises its own T'Z'ZT (one eigh of size <= r each, none when the
+    # group's Z'Z = c I), never K again
+    assert 1 <= len(calls) <= n_groups
+    assert all(a.shape[0] <= K_tilde.shape[0] for a in calls)
+    assert not any(a.shape == K_tilde.shape and np.allclose(a, K_tilde) for a in calls)
 
 
 def test_the_cached_decomposition_is_not_pickled():
@@ -92,6 +99,75 @@ def test_gathered_setup_gives_the_dense_setups_rotation(n_reps):
     Z = sp.csr_matrix((np.ones(cols.size), (np.arange(cols.size), cols)), shape=(cols.size, r))
     grid = np.linspace(0, 0.9, 4)[None, :]
     a = DiagonalRandomEffect(Z.toarray(), K, np.eye(r), grid)
-    b = DiagonalRandomEffect(Z, K, np.eye(r), grid, eig=scipy.linalg.eigh(K))
+    b = DiagonalRandomEffect(Z, K, np.eye(r), grid, eig=symmetric_eig(K))
     for name in ("Q", "d_coef", "to_levels_matrix", "Z_all", "W", "log_det"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_replicate_count_recognises_balanced_incidence_designs():
+    levels = np.repeat(np.arange(5), 3)
+    Z = sp.csr_matrix((np.ones(15), (np.arange(15), levels)), shape=(15, 5))
+    assert replicate_count(Z) == 3
+    assert replicate_count(Z.toarray()) == 3  # dense incidence: the same
+    assert replicate_count(Z[:14]) is None  # one level on 2 rows, the others on 3
+    assert replicate_count(Z.multiply(2.0).tocsr()) is None  # not an incidence matrix
+    assert replicate_count(sp.csr_matrix(np.eye(4)[:, [0, 1, 2, 3]] + np.eye(4)[:, [1, 2, 3, 0]])
+                           ) is None  # two non-zeros per row
+    assert replicate_count(sp.csr_matrix((np.ones(3), (np.arange(3), [0, 1, 1])),
+                                         shape=(3, 4))) is None  # levels without rows
+
+
+@pytest.mark.parametrize("n_reps", [1, 2])
+def test_balanced_design_basis_without_the_second_eigendecomposition(n_reps, monkeypatch):
+    """With ``Z'Z = c I`` the basis skips the eigendecomposition of ``T'Z'ZT`` (it is
+    ``c diag(lambda)``).  The basis is another one than the general path's (within a
+    cluster of equal eigenvalues any rotation is a basis), but it defines the same model:
+    it has every defining property, and the h2 grid's log-determinants and quadratic
+    forms, the only way the data enter the column LMM, equal the direct dense ones."""
+    rng = np.random.default_rng(5)
+    r, p = 30, 8  # a marker K of rank 8 plus a ridge: 22 equal eigenvalues
+    M = rng.standard_normal((r, p))
+    K = M @ M.T / p + 1e-3 * np.eye(r)
+    cols = np.repeat(np.arange(r), n_reps)
+    n = cols.size
+    Z = sp.csr_matrix((np.ones(n), (np.arange(n), cols)), shape=(n, r))
+    calls = []
+    real = scipy.linalg.eigh
+    monkeypatch.setattr(scipy.linalg, "eigh",
+                        lambda a, *args, **kw: calls.append(a.shape) or real(a, *args, **kw))
+    b = diagonal_basis(Z, K)
+    assert calls == [(r, r)]  # K only
+    monkeypatch.undo()
+    S, Q, d = b.S, b.Q, b.d
+    np.testing.assert_allclose(S @ S.T, K, atol=1e-12)
+    np.testing.assert_allclose(S.T @ (Z.T @ Z).toarray() @ S, np.diag(d), atol=1e-12)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(n), atol=1e-12)
+    ZKZ = Z.toarray() @ K @ Z.toarray().T
+    d_rows = np.zeros(n)
+    d_rows[:b.n_pos] = d[:b.n_pos]
+    np.testing.assert_allclose(Q.T @ ZKZ @ Q, np.diag(d_rows), atol=1e-12)
+    np.testing.assert_allclose(np.sort(d), n_reps * np.linalg.eigvalsh(K), rtol=1e-10)
+    y = rng.standard_normal(n)
+    for h in (0.0, 0.3, 0.9):
+        V = h * ZKZ + (1 - h) * np.eye(n)
+        w = 1.0 / (h * d_rows + 1 - h)
+        qy = Q.T @ y
+        np.testing.assert_allclose(np.sum(np.log(1.0 / w)), np.linalg.slogdet(V)[1],
+                                   rtol=1e-10)
+        np.testing.assert_allclose(qy @ (w * qy), y @ np.linalg.solve(V, y), rtol=1e-10)
+
+
+@pytest.mark.parametrize("shape,p", [((200, 37), 0.5), ((50, 8), 0.2), ((9, 1), 0.5),
+                                     ((300, 17), 1.0), ((40, 0), 0.5), ((0, 5), 0.5),
+                                     ((120, 64), 0.97)])
+def test_unique_boolean_rows_is_numpys_unique(shape, p):
+    """Packing the rows into bits keeps np.unique's pattern order (the factor scores are
+    drawn pattern by pattern, so the order is part of the draws)."""
+    from pymegalmm.core.patterns import unique_boolean_rows
+
+    mask = np.random.default_rng(3).random(shape) < p
+    want, want_inverse = np.unique(mask, axis=0, return_inverse=True)
+    got, inverse = unique_boolean_rows(mask)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(inverse, np.asarray(want_inverse).reshape(-1))
+    assert got.dtype == bool and inverse.dtype == np.intp

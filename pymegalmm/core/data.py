@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .h2_metropolis import GridNeighbourhoods
+from .patterns import unique_boolean_rows
 from .random_effects import RandomEffectsBackend
 
 if TYPE_CHECKING:
@@ -70,8 +71,7 @@ class RowPatterns:
     @classmethod
     def from_mask(cls, used_cells: np.ndarray) -> RowPatterns:
         """Group the rows of an ``(n, t)`` boolean mask of used cells by pattern."""
-        patterns, inverse = np.unique(used_cells, axis=0, return_inverse=True)
-        inverse = np.asarray(inverse).reshape(-1)
+        patterns, inverse = unique_boolean_rows(used_cells)
         order = np.argsort(inverse, kind="stable")
         counts = np.bincount(inverse, minlength=len(patterns))
         start = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .patterns import unique_boolean_rows
+
 
 def unidentifiable_fixed_effects(
     X1: np.ndarray, observed: np.ndarray, rtol: float = 1e-7
@@ -35,7 +37,7 @@ def unidentifiable_fixed_effects(
     drop = np.zeros((t, b1), dtype=np.uint8)
     if b1 == 0:
         return drop
-    patterns, inverse = np.unique(observed.T, axis=0, return_inverse=True)
+    patterns, inverse = unique_boolean_rows(observed.T)
     for i, rows in enumerate(patterns):
         X = X1[rows]
         kept: list[int] = []
@@ -48,5 +50,5 @@ def unidentifiable_fixed_effects(
                 kept.append(c)
             else:
                 flags[c] = 1
-        drop[np.asarray(inverse).reshape(-1) == i] = flags
+        drop[inverse == i] = flags
     return drop

@@ -16,7 +16,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..._config import kernels_module
-from ...linalg import matmul
+from ...linalg import matmul, symmetric_eig
 from .base import GramStats, _as_dense
 
 
@@ -30,19 +30,21 @@ class DiagonalBasis:
     d : (r,) eigenvalues of ``S' Z'Z S``, decreasing; those below the tolerance are 0.
     S : (r, r) coefficient basis: ``S S' = K_tilde`` and ``S' Z'Z S = diag(d)``.
     n_pos : number of positive ``d``: rotated row ``i < n_pos`` is ``Z S_i / sqrt(d_i)``.
+    ZS : (n, n_pos) ``Z S``'s columns with positive ``d`` (kept for reuse).
     """
 
     Q: np.ndarray
     d: np.ndarray
     S: np.ndarray
     n_pos: int
+    ZS: np.ndarray
 
 
 def incidence_product(Z: np.ndarray | sp.spmatrix, A: np.ndarray) -> np.ndarray:
-    """``Z @ A`` for a design ``Z``; a row gather when ``Z`` is a sparse incidence matrix.
+    """``Z @ A`` for a design ``Z``; a row gather when ``Z`` is an incidence matrix.
 
-    When every row of a sparse ``Z`` holds exactly one stored value, equal to 1 (a
-    random intercept: each row belongs to one level), ``Z @ A`` is ``A``'s rows of the
+    When every row of ``Z`` holds exactly one non-zero value, equal to 1 (a random
+    intercept: each row belongs to one level), ``Z @ A`` is ``A``'s rows of the
     rows' levels: gathered in ``O(n c)`` instead of a dense ``O(n r c)`` product.  The
     result equals the dense product exactly (each entry of the product is one value
     of ``A`` plus exact zeros).
@@ -57,12 +59,43 @@ def incidence_product(Z: np.ndarray | sp.spmatrix, A: np.ndarray) -> np.ndarray:
     numpy.ndarray
         ``(n, c)`` C-ordered.
     """
+    levels = incidence_levels(Z)
+    if levels is not None:
+        return np.ascontiguousarray(np.asarray(A)[levels])
+    return _as_dense(Z) @ A
+
+
+def incidence_levels(Z: np.ndarray | sp.spmatrix) -> np.ndarray | None:
+    """Each row's level when ``Z`` is an incidence matrix, else None.
+
+    A ``Z`` (sparse or dense) whose every row holds exactly one non-zero value, equal to 1
+    (a random intercept: each row belongs to one level), is the row gather
+    ``Z @ A = A[levels]``.
+    """
     if sp.issparse(Z):
         Zc = Z.tocsr()
         if (Zc.nnz == Zc.shape[0] and np.all(np.diff(Zc.indptr) == 1)
                 and np.all(Zc.data == 1.0)):
-            return np.ascontiguousarray(np.asarray(A)[Zc.indices])
-    return _as_dense(Z) @ A
+            return Zc.indices
+        return None
+    Z = np.asarray(Z)
+    if Z.ndim != 2 or Z.shape[1] == 0:
+        return None
+    levels = np.argmax(Z != 0, axis=1)
+    if (np.count_nonzero(Z) == Z.shape[0]
+            and np.all(Z[np.arange(Z.shape[0]), levels] == 1.0)):
+        return levels
+    return None
+
+
+def replicate_count(Z: np.ndarray | sp.spmatrix) -> int | None:
+    """``c`` when ``Z'Z = c I`` for an incidence ``Z`` (every level on ``c`` rows), else None."""
+    levels = incidence_levels(Z)
+    if levels is None:
+        return None
+    counts = np.bincount(levels, minlength=Z.shape[1])
+    c = int(counts[0]) if counts.size else 0
+    return c if c > 0 and np.all(counts == c) else None
 
 
 def diagonal_basis(Z: np.ndarray | sp.spmatrix, K_tilde: np.ndarray, eig_tol: float = 1e-10,
@@ -70,8 +103,10 @@ def diagonal_basis(Z: np.ndarray | sp.spmatrix, K_tilde: np.ndarray, eig_tol: fl
     """Simultaneously diagonalise ``K_tilde`` and ``Z'Z``; rotate the rows to match.
 
     ``K_tilde = T T'`` with ``T = U diag(sqrt(lambda))`` (eigenvectors ``U``), and
-    ``S = T O`` where ``O`` diagonalises ``T'Z'ZT``.  Then ``Z S`` has orthogonal
-    columns; the normalised ones with ``d_i > 0`` are the first columns of ``Q``, an
+    ``S = T O`` where ``O`` diagonalises ``T'Z'ZT`` (``O = I`` when every level has
+    the same number of rows, ``Z'Z = c I``: then ``T'Z'ZT = c diag(lambda)``, and the
+    second eigendecomposition, as costly as the first, is skipped).  Then ``Z S`` has
+    orthogonal columns; the normalised ones with ``d_i > 0`` are the first columns of ``Q``, an
     orthonormal completion the rest, so that ``Q' Z K_tilde Z' Q = diag(d, 0)``.
 
     Parameters
@@ -87,19 +122,23 @@ def diagonal_basis(Z: np.ndarray | sp.spmatrix, K_tilde: np.ndarray, eig_tol: fl
     DiagonalBasis
     """
     n = Z.shape[0]
-    lam, U = sla.eigh(K_tilde) if eig is None else eig
+    lam, U = symmetric_eig(K_tilde) if eig is None else eig
     if lam.min() <= 0:
         raise ValueError(
             "the covariance of the random effect is not positive definite after "
             "rank handling; increase K_eigen_tol"
         )
     T = U * np.sqrt(lam)
-    ZT = incidence_product(Z, T)
-    d, O = sla.eigh(ZT.T @ ZT)
+    c = replicate_count(Z)
+    if c is not None:  # Z'Z = c I: T'Z'ZT = c T'T = c diag(lam), so O = I
+        d, O = c * lam, None
+    else:
+        ZT = incidence_product(Z, T)
+        d, O = symmetric_eig(ZT.T @ ZT)
     order = np.argsort(-d, kind="stable")
-    d, O = d[order], O[:, order]
+    d = d[order]
     d[d < eig_tol * max(d.max(), 1.0)] = 0.0
-    S = T @ O
+    S = T[:, order] if O is None else T @ O[:, order]
     n_pos = int(np.count_nonzero(d))
     ZS = incidence_product(Z, S[:, :n_pos])
     Q_obs = ZS / np.sqrt(d[:n_pos])
@@ -109,7 +148,7 @@ def diagonal_basis(Z: np.ndarray | sp.spmatrix, K_tilde: np.ndarray, eig_tol: fl
         Q = np.hstack([Q_obs, Q_rest])
     else:
         Q = Q_obs
-    return DiagonalBasis(Q, d, S, n_pos)
+    return DiagonalBasis(Q, d, S, n_pos, ZS)
 
 
 def weighted_gram_stats(W: np.ndarray, X: np.ndarray, Y: np.ndarray, grid_index: np.ndarray
@@ -195,7 +234,11 @@ class DiagonalRandomEffect:
         self.n_pos = n_pos
         self.to_levels_matrix = np.ascontiguousarray(  # (r_levels, r); L = I: S itself
             S if _is_identity(L) else _as_dense(L) @ S)
-        self.Z_all = np.asfortranarray(incidence_product(ZL if Z_all is None else Z_all, S))
+        # Z S over all rows; the basis's own Z S when it is the same product (a group
+        # with every row and no zero d)
+        self.Z_all = np.asfortranarray(
+            basis.ZS if Z_all is None and n_pos == r
+            else incidence_product(ZL if Z_all is None else Z_all, S))
         self.grid = grid
         h = grid[0]
         denom = h[:, None] * self.d_rows[None, :] + (1.0 - h)[:, None]  # (G, n)
