@@ -11,7 +11,7 @@ from typing import Any
 
 from ._config import set_wait_policy, show_config, warn_if_serial
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = ["MegaLMM", "Control", "Priors", "ExtraRegression", "RegressionHorseshoePrior",
            "RegressionBayesCPrior", "RegressionBayesBPrior", "cross_validate", "run_chains",

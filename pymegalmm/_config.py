@@ -122,7 +122,7 @@ def show_config() -> None:
     --------
     >>> import pymegalmm
     >>> pymegalmm.show_config()  # doctest: +SKIP
-    pymegalmm          0.1.0
+    pymegalmm          0.2.0.dev0
     OpenMP             enabled (2 threads)
     ...
     """

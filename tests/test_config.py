@@ -13,7 +13,10 @@ from pymegalmm import _config, _kernels, cli
 
 
 def test_version_is_exposed():
-    assert pymegalmm.__version__.count(".") == 2
+    """A PEP 440 release or development version: MAJOR.MINOR.PATCH[.devN]."""
+    import re
+
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?", pymegalmm.__version__)
 
 
 def test_show_config_reports_openmp_and_blas(capsys):

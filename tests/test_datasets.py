@@ -322,3 +322,16 @@ def test_determinism(sim, kwargs):
     assert numeric_a.shape != numeric_c.shape or not np.array_equal(
         numeric_a, numeric_c, equal_nan=True
     )
+
+
+def test_factor_data_without_the_t_by_t_covariances():
+    """covariances=False skips G and R (t x t) and changes nothing else; t > 10,000 skips
+    them by default (t = 100,000 would need 160 GB)."""
+    full = simulate_factor_data(n=30, t=12, k_true=2, n_markers=50, seed=4)
+    light = simulate_factor_data(n=30, t=12, k_true=2, n_markers=50, seed=4,
+                                 covariances=False)
+    assert {"G", "R"} <= set(full.truth) and not {"G", "R"} & set(light.truth)
+    pd.testing.assert_frame_equal(full.Y, light.Y)
+    np.testing.assert_allclose(light.truth["h2"], full.truth["h2"], rtol=1e-12)
+    wide = simulate_factor_data(n=10, t=10_001, k_true=1, n_markers=20, seed=1)
+    assert "G" not in wide.truth and wide.truth["h2"].shape == (10_001,)

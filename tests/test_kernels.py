@@ -570,6 +570,56 @@ def test_grid_and_effects_thread_bit_identical(restore_threads):
     assert np.array_equal(i1, i2) and np.array_equal(v1, v2)
 
 
+@pytest.mark.parametrize("t, p", [(1, 3), (5, 0), (6, 4), (103, 2)])
+def test_weighted_cross_products_columns_in_groups(t, p, restore_threads):
+    """Each trait's sums are its own: the same numbers alone or beside others, for 1 or
+    2 threads, and equal to the NumPy reference."""
+    rng = np.random.default_rng(t + p)
+    n, G = 29, 5
+    X = np.ascontiguousarray(rng.standard_normal((n, p)))
+    Y = np.asfortranarray(rng.standard_normal((n, t)))
+    W = make_weights(rng, G, n)
+    gi = rng.integers(0, G, size=t).astype(np.intp)
+
+    def run(cols=slice(None)):
+        Yc = np.asfortranarray(Y[:, cols])
+        XtWy, yWy = np.full((p, Yc.shape[1]), np.nan, order="F"), np.full(Yc.shape[1], np.nan)
+        K.weighted_cross_products(X, Yc, W, np.ascontiguousarray(gi[cols]), XtWy, yWy)
+        return XtWy, yWy
+
+    (a, ya), (b, yb) = _run_threads(run)
+    assert np.array_equal(a, b) and np.array_equal(ya, yb)
+    ref_XtWy, ref_yWy = ref_weighted_cross_products(X, Y, W, gi)
+    assert_close(a, ref_XtWy)
+    assert_close(ya, ref_yWy)
+    for j in {0, t // 2, t - 1}:
+        alone, y_alone = run([j])
+        assert np.array_equal(alone[:, 0], a[:, j]) and y_alone[0] == ya[j]
+
+
+@pytest.mark.parametrize("t", [1, 3, 4, 5, 9, 103])
+def test_grid_sums_of_squares_columns_in_groups(t, restore_threads):
+    """Each column's sums are its own: the same numbers alone or beside others, for 1
+    or 2 threads, and equal to the NumPy reference."""
+    rng = np.random.default_rng(t)
+    n, G = 37, 7
+    E = np.asfortranarray(rng.standard_normal((n, t)))
+    W_T = np.ascontiguousarray(make_weights(rng, G, n).T)
+
+    def run():
+        out = np.full((t, G), np.nan)
+        K.grid_sums_of_squares(E, W_T, out)
+        return out
+
+    a, b = _run_threads(run)
+    assert np.array_equal(a, b)
+    assert_close(a, (E**2).T @ W_T)
+    for j in {0, t // 2, t - 1}:
+        alone = np.full((1, G), np.nan)
+        K.grid_sums_of_squares(np.asfortranarray(E[:, [j]]), W_T, alone)
+        assert np.array_equal(alone[0], a[j])
+
+
 # ---------------------------------------------------------------------------
 # NumPy-level sampler pieces
 # ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..linalg import standard_normal
 from .data import ModelData
-from .mean import EtaConditional, eta_mean
+from .mean import EtaConditional
 from .regressions import factor_mean, initial_regressions
 from .state import ChainState
 
@@ -60,5 +60,5 @@ def initial_state(d: ModelData, rng: np.random.Generator) -> ChainState:
         s.cis_effects = np.zeros((t, d.cis.width))
     if d.latent is not None:  # the observation model's own parameters (Gaussian: none)
         s.observation = d.observation.initialize(d.latent, rng)
-    d.observation.sample_latent(s, d, EtaConditional(s, d, mean=eta_mean(s, d)), rng)
+    d.observation.sample_latent(s, d, EtaConditional(s, d), rng)  # E[Eta] when needed
     return s

@@ -59,6 +59,8 @@ class EtaConditional:
         ``residuals`` (rotated ``Eta - X1 B1 - Z U_R`` per group, from the column-LMM
         step) and the current factor scores (``F``, original rows, with several groups).
         A block's mean must be asked for before the block of ``Eta`` is redrawn.
+        Without ``mean`` and ``residuals``, :func:`eta_mean` of every cell is computed
+        when a block's mean is first asked for (never, when no cell is drawn).
     """
 
     def __init__(self, s: ChainState, d: ModelData, mean: np.ndarray | None = None,
@@ -70,6 +72,8 @@ class EtaConditional:
     def block_mean(self, gi: int) -> np.ndarray:
         """``E[Eta]`` over group ``gi``'s block (``n_s x t_s``, original rows)."""
         s, g = self._s, self._d.groups[gi]
+        if self._mean is None and self._residuals is None:
+            self._mean = eta_mean(s, self._d)
         if self._mean is not None:
             return self._mean[g.block]
         QtF = s.QtF if gi == 0 else g.re.rotate(self._F[g.rows])
