@@ -332,7 +332,8 @@ def simulate_factor_data(
     y = _mask_cells(rng, y, missing)
 
     covariance_part: dict[str, object] = {}
-    if t <= 10_000 if covariances is None else covariances:
+    with_covariances = t <= 10_000 if covariances is None else bool(covariances)
+    if with_covariances:
         g = lam.T @ (f_h2[:, None] * lam) + np.diag(sigma2_g)
         r = lam.T @ ((1.0 - f_h2)[:, None] * lam) + np.diag(sigma2_e)
         h2 = np.diag(g) / (np.diag(g) + np.diag(r))

@@ -499,8 +499,8 @@ def _observed_levels(data: pd.DataFrame, variables: tuple[str, ...]) -> tuple[pd
 def _dense_square(M: Any, what: str) -> np.ndarray:
     if scipy.sparse.issparse(M):
         M = M.toarray()
-    try:
-        arr = np.array(M, dtype=np.float64)
+    try:  # no copy: the caller symmetrises it into a new array and never writes to it
+        arr = np.asarray(M, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{what} is not numeric: {exc}") from exc
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
@@ -634,8 +634,7 @@ def _reduce_rank(K: np.ndarray, group: str, tol: float, eig_cache: dict | None =
     """
     r = K.shape[0]
     what = f"relmat[{group!r}]: the covariance K of random effect {group!r}"
-    off_diagonal = K - np.diag(np.diag(K))
-    if not np.any(off_diagonal):
+    if np.count_nonzero(K) == np.count_nonzero(np.diag(K)):  # no off-diagonal entry
         eigvals = np.diag(K).copy()
         eigvecs = None
     else:

@@ -128,17 +128,19 @@ def diagonal_basis(Z: np.ndarray | sp.spmatrix, K_tilde: np.ndarray, eig_tol: fl
             "the covariance of the random effect is not positive definite after "
             "rank handling; increase K_eigen_tol"
         )
-    T = U * np.sqrt(lam)
     c = replicate_count(Z)
     if c is not None:  # Z'Z = c I: T'Z'ZT = c T'T = c diag(lam), so O = I
-        d, O = c * lam, None
+        d = c * lam
+        order = np.argsort(-d, kind="stable")
+        S = U[:, order] * np.sqrt(lam)[order]  # T = U diag(sqrt(lam)), columns in order
     else:
+        T = U * np.sqrt(lam)
         ZT = incidence_product(Z, T)
         d, O = symmetric_eig(ZT.T @ ZT)
-    order = np.argsort(-d, kind="stable")
+        order = np.argsort(-d, kind="stable")
+        S = T @ O[:, order]
     d = d[order]
     d[d < eig_tol * max(d.max(), 1.0)] = 0.0
-    S = T[:, order] if O is None else T @ O[:, order]
     n_pos = int(np.count_nonzero(d))
     ZS = incidence_product(Z, S[:, :n_pos])
     Q_obs = ZS / np.sqrt(d[:n_pos])
