@@ -528,7 +528,7 @@ def _check_finite_symmetric(M: np.ndarray, what: str) -> np.ndarray:
 
 def _symmetrised(M: np.ndarray, tile: int = 512) -> tuple[np.ndarray, float]:
     """``((M + M.T) / 2, max |M - M.T|)``, tile by tile: each tile meets its transposed
-    partner while both are in cache (5x faster than whole-matrix transposes at n = 5000;
+    partner while both are in cache (4x faster than whole-matrix transposes at n = 5000;
     the same numbers)."""
     n = M.shape[0]
     out = np.empty_like(M, dtype=np.float64)
