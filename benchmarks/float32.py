@@ -35,36 +35,26 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import load_average, table  # noqa: E402
+from _common import load_average, table, time_products  # noqa: E402
 
 
-def product_rate_ratio(n: int, t: int, k: int, repeats: int = 5) -> float:
-    """float64 time over float32 time for the iteration's product shapes, one BLAS thread
-    (the sampler's tiles are serial BLAS calls, one per thread)."""
+def product_rate_ratio(n: int, t: int, k: int) -> float:
+    """float64 time over float32 time for the iteration's product shapes (median of
+    repeats, :func:`_common.time_products`), one BLAS thread: the sampler's tiles are
+    serial BLAS calls, one per thread."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1, user_api="blas"):
-        return _rate_ratio(n, t, k, repeats)
-
-
-def _rate_ratio(n: int, t: int, k: int, repeats: int) -> float:
     rng = np.random.default_rng(0)
     shapes = [((n, k), (k, t)), ((n, n), (n, k)), ((k, n), (n, t))]
-    total = {np.float64: 0.0, np.float32: 0.0}
-    for dtype in total:
-        for a, b in shapes:
-            A = rng.standard_normal(a).astype(dtype)
-            B = rng.standard_normal(b).astype(dtype)
-            A @ B  # warm up
-            best = min(_seconds(lambda A=A, B=B: A @ B) for _ in range(repeats))
-            total[dtype] += best
-    return total[np.float64] / total[np.float32]
-
-
-def _seconds(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    seconds = {}
+    with threadpool_limits(1, user_api="blas"):
+        for dtype in (np.float64, np.float32):
+            pairs = [(rng.standard_normal(a).astype(dtype), rng.standard_normal(b).astype(dtype))
+                     for a, b in shapes]
+            seconds[dtype] = time_products(
+                [(f"{a.shape} @ {b.shape}", lambda a=a, b=b: a @ b) for a, b in pairs]
+            )["seconds"]
+    return seconds[np.float64] / seconds[np.float32]
 
 
 def measure(t: int, iterations: int) -> dict[str, float]:
