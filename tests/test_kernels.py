@@ -570,10 +570,12 @@ def test_grid_and_effects_thread_bit_identical(restore_threads):
     assert np.array_equal(i1, i2) and np.array_equal(v1, v2)
 
 
-@pytest.mark.parametrize("t, p", [(1, 3), (5, 0), (6, 4), (103, 2)])
-def test_weighted_cross_products_columns_in_groups(t, p, restore_threads):
-    """Each trait's sums are its own: the same numbers alone or beside others, for 1 or
-    2 threads, and equal to the NumPy reference."""
+@pytest.mark.parametrize("t, p", [(1, 3), (5, 0), (6, 4), (103, 2), (200, 16)])
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_weighted_cross_products_tiles(t, p, block, restore_threads):
+    """Any tile width: the NumPy reference, bit-identical for 1 or 2 threads, and each
+    column's sums depend on that column only (changing the other columns' data leaves
+    them unchanged when the tiling is the same)."""
     rng = np.random.default_rng(t + p)
     n, G = 29, 5
     X = np.ascontiguousarray(rng.standard_normal((n, p)))
@@ -581,10 +583,9 @@ def test_weighted_cross_products_columns_in_groups(t, p, restore_threads):
     W = make_weights(rng, G, n)
     gi = rng.integers(0, G, size=t).astype(np.intp)
 
-    def run(cols=slice(None)):
-        Yc = np.asfortranarray(Y[:, cols])
-        XtWy, yWy = np.full((p, Yc.shape[1]), np.nan, order="F"), np.full(Yc.shape[1], np.nan)
-        K.weighted_cross_products(X, Yc, W, np.ascontiguousarray(gi[cols]), XtWy, yWy)
+    def run(Yc=Y):
+        XtWy, yWy = np.full((p, t), np.nan, order="F"), np.full(t, np.nan)
+        K.weighted_cross_products(X, Yc, W, gi, XtWy, yWy, block=block)
         return XtWy, yWy
 
     (a, ya), (b, yb) = _run_threads(run)
@@ -592,32 +593,50 @@ def test_weighted_cross_products_columns_in_groups(t, p, restore_threads):
     ref_XtWy, ref_yWy = ref_weighted_cross_products(X, Y, W, gi)
     assert_close(a, ref_XtWy)
     assert_close(ya, ref_yWy)
-    for j in {0, t // 2, t - 1}:
-        alone, y_alone = run([j])
-        assert np.array_equal(alone[:, 0], a[:, j]) and y_alone[0] == ya[j]
+    j = t // 2
+    other = np.asfortranarray(rng.standard_normal((n, t)))
+    other[:, j] = Y[:, j]
+    c, yc = run(other)
+    assert np.array_equal(c[:, j], a[:, j]) and yc[j] == ya[j]
 
 
-@pytest.mark.parametrize("t", [1, 3, 4, 5, 9, 103])
-def test_grid_sums_of_squares_columns_in_groups(t, restore_threads):
-    """Each column's sums are its own: the same numbers alone or beside others, for 1
-    or 2 threads, and equal to the NumPy reference."""
+@pytest.mark.parametrize("t", [1, 3, 4, 5, 9, 103, 200])
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_grid_sums_of_squares_tiles(t, block, restore_threads):
+    """Any tile width: the NumPy reference, bit-identical for 1 or 2 threads, and each
+    column's sums depend on that column only (same tiling, other columns changed)."""
     rng = np.random.default_rng(t)
     n, G = 37, 7
     E = np.asfortranarray(rng.standard_normal((n, t)))
     W_T = np.ascontiguousarray(make_weights(rng, G, n).T)
 
-    def run():
+    def run(Ec=E):
         out = np.full((t, G), np.nan)
-        K.grid_sums_of_squares(E, W_T, out)
+        K.grid_sums_of_squares(Ec, W_T, out, block=block)
         return out
 
     a, b = _run_threads(run)
     assert np.array_equal(a, b)
     assert_close(a, (E**2).T @ W_T)
-    for j in {0, t // 2, t - 1}:
-        alone = np.full((1, G), np.nan)
-        K.grid_sums_of_squares(np.asfortranarray(E[:, [j]]), W_T, alone)
-        assert np.array_equal(alone[0], a[j])
+    j = t - 1
+    other = np.asfortranarray(rng.standard_normal((n, t)))
+    other[:, j] = E[:, j]
+    assert np.array_equal(run(other)[j], a[j])
+
+
+def test_tiled_kernels_reject_bad_blocks():
+    rng = np.random.default_rng(3)
+    n, t, G = 5, 4, 3
+    E = np.asfortranarray(rng.standard_normal((n, t)))
+    W = make_weights(rng, G, n)
+    with pytest.raises(ValueError, match="block"):
+        K.grid_sums_of_squares(E, np.ascontiguousarray(W.T), np.empty((t, G)), block=0)
+    with pytest.raises(ValueError, match="block"):
+        K.weighted_cross_products(np.zeros((n, 1)), E, W, np.zeros(t, dtype=np.intp),
+                                  np.empty((1, t), order="F"), np.empty(t), block=0)
+    with pytest.raises(ValueError, match="grid_index"):
+        K.weighted_cross_products(np.zeros((n, 1)), E, W, np.zeros(t - 1, dtype=np.intp),
+                                  np.empty((1, t), order="F"), np.empty(t))
 
 
 # ---------------------------------------------------------------------------

@@ -209,9 +209,9 @@ def kernel_problem(seed, n=37, t=71, G=6, rank=5, n_pos=30, S=4):
     return E, W_T, U, C_rest, B, s_index
 
 
-def run_kernel(E, W_T, U, C_rest, B, s_index):
+def run_kernel(E, W_T, U, C_rest, B, s_index, **kwargs):
     out = np.empty((E.shape[1], W_T.shape[1]))
-    K.grid_sums_of_squares_lowrank(E, W_T, U, C_rest, B, s_index, out)
+    K.grid_sums_of_squares_lowrank(E, W_T, U, C_rest, B, s_index, out, **kwargs)
     return out
 
 
@@ -225,9 +225,10 @@ def test_kernel_matches_reference(shape):
 
 def test_kernel_without_rank_equals_diagonal_kernel():
     E, W_T, U, C_rest, B, s_index = kernel_problem(21, rank=0)
-    a = np.empty((E.shape[1], W_T.shape[1]))
-    K.grid_sums_of_squares(E, W_T, a)
-    np.testing.assert_array_equal(run_kernel(E, W_T, U, C_rest, B, s_index), a)
+    for block in (1, 5, 32):  # the same tiles: the same products to the last bit
+        a = np.empty((E.shape[1], W_T.shape[1]))
+        K.grid_sums_of_squares(E, W_T, a, block=block)
+        np.testing.assert_array_equal(run_kernel(E, W_T, U, C_rest, B, s_index, block=block), a)
 
 
 def test_kernel_rejects_bad_shapes():

@@ -69,41 +69,61 @@ def sample_grid_index(
 # Steps 2 and 4: quadratic forms for every grid point (one random effect)
 # ---------------------------------------------------------------------------
 
+#: Columns per tile of :func:`grid_sums_of_squares` (one ``dgemm`` call each).
+GRID_BLOCK = 256
+
+
 def grid_sums_of_squares(
     const double[::1, :] E,
     const double[:, ::1] W_T,
     double[:, ::1] out,
+    Py_ssize_t block=GRID_BLOCK,
 ):
     """``out[j, g] = sum_i W_T[i, g] E[i, j]^2`` for all columns and grid points.
+
+    One product ``out' = W (E o E)`` with ``W = W_T'`` (``G x n``): the columns of
+    ``E`` are processed in fixed tiles of ``block`` columns, one thread per tile,
+    which squares its tile into a thread-local buffer and makes one serial
+    ``dgemm`` call.  The tiling does not depend on the number of threads, so the
+    result is bit-identical for any thread count (call it with the BLAS library
+    limited to one thread, as the sampler does).
 
     Parameters
     ----------
     E : (n, t) rotated residuals, Fortran-ordered.
     W_T : (n, G) weights ``1 / (h_g d_i + 1 - h_g)``, C-ordered.
     out : (t, G) output, C-ordered.
+    block : columns of ``E`` per tile.
     """
     cdef Py_ssize_t n = E.shape[0], t = E.shape[1], G = W_T.shape[1]
-    cdef Py_ssize_t i, j, g
-    cdef double e2
-    cdef double *acc
-    cdef const double *wi
+    cdef Py_ssize_t i, j, jj, tile, n_tiles, j0
+    cdef int width, i_n = <int>n, i_G = <int>G
+    cdef double one = 1.0, zero = 0.0
+    cdef double *E2
     if W_T.shape[0] != n or out.shape[0] != t or out.shape[1] != G:
         raise ValueError("grid_sums_of_squares: inconsistent shapes")
+    if block < 1:
+        raise ValueError("grid_sums_of_squares: block must be >= 1")
+    if t == 0 or G == 0:
+        return
+    if n == 0:
+        for j in range(t):
+            for i in range(G):
+                out[j, i] = 0.0
+        return
+    n_tiles = (t + block - 1) // block
     with nogil, parallel():
-        acc = <double *> malloc((G + 1) * sizeof(double))  # thread-local accumulators
-        for j in prange(t, schedule="static"):
-            for g in range(G):
-                acc[g] = 0.0
-            for i in range(n):
-                if G == 0:  # W_T[i, 0] does not exist
-                    break
-                e2 = E[i, j] * E[i, j]
-                wi = &W_T[i, 0]
-                for g in range(G):
-                    acc[g] = acc[g] + wi[g] * e2
-            for g in range(G):
-                out[j, g] = acc[g]
-        free(acc)
+        E2 = <double *> malloc(n * block * sizeof(double))  # thread-local squared tile
+        for tile in prange(n_tiles, schedule="static"):
+            j0 = tile * block
+            width = <int>min(block, t - j0)
+            for jj in range(width):
+                for i in range(n):
+                    E2[i + jj * n] = E[i, j0 + jj] * E[i, j0 + jj]
+            # out[j0:j0+width, :]' (G x width, leading dimension G) = W (G x n) E2
+            dgemm("N", "N", &i_G, &width, &i_n, &one, <double *>&W_T[0, 0], &i_G,
+                  E2, &i_n, &zero, &out[j0, 0], &i_G)
+        free(E2)
 
 
 # ---------------------------------------------------------------------------
@@ -133,7 +153,9 @@ def grid_sums_of_squares_lowrank(
     rows of ``P_s``), is computed once per distinct ``s``, then multiplied by the
     ``rank x rank`` matrix ``B_g`` of each grid point.  Columns of ``E`` are processed
     in fixed tiles of ``block`` columns, one thread per tile, with serial ``dgemm``
-    calls into thread-local buffers.  The tiling does not depend on the number of
+    calls into thread-local buffers; the diagonal part of a tile is
+    :func:`grid_sums_of_squares`'s product for the same tile (so with ``rank = 0`` and
+    the same ``block`` the two kernels agree to the last bit).  The tiling does not depend on the number of
     threads, so the result is bit-identical for any thread count (call it with the
     BLAS library limited to one thread, as the sampler does).
 
@@ -153,13 +175,13 @@ def grid_sums_of_squares_lowrank(
     cdef Py_ssize_t S = U.shape[1] // rank if rank > 0 else 0
     cdef Py_ssize_t i, j, jj, g, l, s, tile, n_tiles, j0
     cdef int width, m_rows, i_rank, k_pos, k_rest, ld_e, ld_u, ld_c
-    cdef double e2, acc, one = 1.0, zero = 0.0
+    cdef int i_n = <int>n, i_G = <int>G
+    cdef double acc, one = 1.0, zero = 0.0
     cdef double *P
     cdef double *Q0
     cdef double *Y
     cdef double *corr
-    cdef double *sq
-    cdef const double *wi
+    cdef double *E2
     if W_T.shape[0] != n or out.shape[0] != t or out.shape[1] != G:
         raise ValueError("grid_sums_of_squares_lowrank: inconsistent shapes")
     if (n_pos > n or C_rest.shape[0] != n - n_pos or U.shape[1] != S * rank
@@ -193,7 +215,7 @@ def grid_sums_of_squares_lowrank(
         Q0 = <double *> malloc((rank * block + 1) * sizeof(double))
         Y = <double *> malloc((rank * block + 1) * sizeof(double))
         corr = <double *> malloc((G * block + 1) * sizeof(double))
-        sq = <double *> malloc((G + 1) * sizeof(double))
+        E2 = <double *> malloc((n * block + 1) * sizeof(double))
         for tile in prange(n_tiles, schedule="static"):
             j0 = tile * block
             width = <int>min(block, t - j0)
@@ -222,19 +244,18 @@ def grid_sums_of_squares_lowrank(
                         for l in range(rank):
                             acc = acc + Y[l + jj * rank] * Y[l + jj * rank]
                         corr[g + jj * G] = acc
+            # the diagonal part as grid_sums_of_squares computes it for the same tile:
+            # out[j0:j0+width, :]' = W (E o E), then minus the Woodbury correction
             for jj in range(width):
-                j = j0 + jj
-                for g in range(G):
-                    sq[g] = 0.0
                 for i in range(n):
-                    e2 = E[i, j] * E[i, j]
-                    wi = &W_T[i, 0]
-                    for g in range(G):
-                        sq[g] = sq[g] + wi[g] * e2
+                    E2[i + jj * n] = E[i, j0 + jj] * E[i, j0 + jj]
+            dgemm("N", "N", &i_G, &width, &i_n, &one, <double *>&W_T[0, 0], &i_G,
+                  E2, &i_n, &zero, &out[j0, 0], &i_G)
+            for jj in range(width):
                 for g in range(G):
-                    out[j, g] = sq[g] - corr[g + jj * G]
+                    out[j0 + jj, g] = out[j0 + jj, g] - corr[g + jj * G]
         free(P)
         free(Q0)
         free(Y)
         free(corr)
-        free(sq)
+        free(E2)

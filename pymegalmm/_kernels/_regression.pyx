@@ -8,12 +8,18 @@ from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
+from scipy.linalg.cython_blas cimport dgemm
+
 from ._dense cimport chol_upper, solve_upper, solve_upper_t
 
 
 # ---------------------------------------------------------------------------
 # Step 1: weighted sufficient statistics for the diagonal (one random effect) case
 # ---------------------------------------------------------------------------
+
+#: Columns per tile of :func:`weighted_cross_products` (one ``dgemm`` call each).
+CROSS_BLOCK = 256
+
 
 def weighted_cross_products(
     const double[:, ::1] X,
@@ -22,8 +28,16 @@ def weighted_cross_products(
     const Py_ssize_t[::1] grid_index,
     double[::1, :] XtWy,
     double[::1] yWy,
+    Py_ssize_t block=CROSS_BLOCK,
 ):
     """Per trait j with grid point g = grid_index[j]: ``X' diag(W[g]) y_j`` and ``y_j' diag(W[g]) y_j``.
+
+    The columns are processed in fixed tiles of ``block`` columns, one thread per
+    tile: the thread forms the weighted tile ``Y_w[:, j] = W[g_j] o y_j`` in a
+    thread-local buffer (accumulating ``yWy`` on the way, row by row), then
+    ``X' Y_w`` in one serial ``dgemm`` call.  The tiling does not depend on the
+    number of threads, so the result is bit-identical for any thread count (call
+    it with the BLAS library limited to one thread, as the sampler does).
 
     Parameters
     ----------
@@ -33,32 +47,46 @@ def weighted_cross_products(
     grid_index : (t,) grid point of each trait.
     XtWy : (p, t) Fortran-ordered output.
     yWy : (t,) output.
+    block : columns of ``Y`` per tile.
     """
     cdef Py_ssize_t n = X.shape[0], p = X.shape[1], t = Y.shape[1]
-    cdef Py_ssize_t i, j, l, g
-    cdef double wy, acc
-    cdef double *c
-    cdef const double *xi
+    cdef Py_ssize_t i, j, jj, l, g, tile, n_tiles, j0
+    cdef int width, i_n = <int>n, i_p = <int>p
+    cdef double wy, acc, one = 1.0, zero = 0.0
+    cdef double *Yw
     if Y.shape[0] != n or XtWy.shape[0] != p or XtWy.shape[1] != t or yWy.shape[0] != t:
         raise ValueError("weighted_cross_products: inconsistent shapes")
+    if grid_index.shape[0] != t:
+        raise ValueError("weighted_cross_products: grid_index needs one entry per column")
+    if block < 1:
+        raise ValueError("weighted_cross_products: block must be >= 1")
+    if t == 0:
+        return
+    if n == 0:
+        for j in range(t):
+            yWy[j] = 0.0
+            for l in range(p):
+                XtWy[l, j] = 0.0
+        return
+    n_tiles = (t + block - 1) // block
     with nogil, parallel():
-        c = <double *> malloc((p + 1) * sizeof(double))  # thread-local accumulators
-        for j in prange(t, schedule="static"):
-            g = grid_index[j]
-            for l in range(p):
-                c[l] = 0.0
-            acc = 0.0
-            for i in range(n):
-                wy = W[g, i] * Y[i, j]
-                acc = acc + wy * Y[i, j]
-                if p > 0:  # with p = 0, X[i, 0] does not exist
-                    xi = &X[i, 0]
-                    for l in range(p):
-                        c[l] = c[l] + xi[l] * wy
-            for l in range(p):
-                XtWy[l, j] = c[l]
-            yWy[j] = acc
-        free(c)
+        Yw = <double *> malloc(n * block * sizeof(double))  # thread-local weighted tile
+        for tile in prange(n_tiles, schedule="static"):
+            j0 = tile * block
+            width = <int>min(block, t - j0)
+            for jj in range(width):
+                j = j0 + jj
+                g = grid_index[j]
+                acc = 0.0
+                for i in range(n):
+                    wy = W[g, i] * Y[i, j]
+                    acc = acc + wy * Y[i, j]
+                    Yw[i + jj * n] = wy
+                yWy[j] = acc
+            if p > 0:  # XtWy[:, j0:j0+width] = X' Y_w (X is p x n column-major)
+                dgemm("N", "N", &i_p, &width, &i_n, &one, <double *>&X[0, 0], &i_p,
+                      Yw, &i_n, &zero, &XtWy[0, j0], &i_p)
+        free(Yw)
 
 
 # ---------------------------------------------------------------------------
