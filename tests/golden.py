@@ -35,12 +35,14 @@ The same three fits were re-recorded again (issue 15, the honest floor) when the
 quadratic forms ``E_j' V_g^-1 E_j`` and the weighted cross-products ``X' V_g^-1 y_j``
 became tiled ``dgemm`` products (``grid_sums_of_squares``, ``weighted_cross_products``
 and the diagonal part of ``grid_sums_of_squares_lowrank``: about 3x faster at t = 1000)
-instead of row-by-row sums.  The sums are the same, added in another order: before
-re-recording, every draw of the three fits equalled the old file to a relative 1.5e-11
-(largest, ``G`` of ``missing_map``) and every h2 grid draw was identical;
-``tests/test_kernels.py`` and ``tests/test_lowrank.py`` check the kernels against their
-NumPy references to 1e-10 for any tile width.  The dense back-end's draws did not
-change.
+instead of row-by-row sums, and the Gram matrices ``X' V_g^-1 X`` one ``dgemm`` per grid
+point in use (``weighted_grams``) instead of a product with all ``n x p^2`` row outer
+products.  The sums are the same, added in another order: before re-recording, every
+draw of the three fits equalled the file recorded for the eigenbasis change to a
+relative 2.5e-11 (largest, ``G`` of ``missing_map``) and every h2 grid draw was
+identical; ``tests/test_kernels.py`` and ``tests/test_lowrank.py`` check the kernels
+against their NumPy references to 1e-10 for any tile width.  The dense back-end's draws
+did not change.
 """
 
 from __future__ import annotations

@@ -766,3 +766,42 @@ def test_gemm_columns_beta_zero_ignores_output_contents(kk):
     K.gemm_columns(A, B, C, 1.0, 0.0)
     assert not np.isnan(C).any(), f"NaN leaked from the output's old contents: {C}"
     _assert_gemm_close(C, A, B)
+
+
+# ---------------------------------------------------------------------------
+# weighted_grams
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, p, used", [(29, 5, [0, 3, 4]), (40, 17, [2]), (7, 1, [1, 1]),
+                                        (12, 0, [0]), (0, 3, [0, 2])])
+def test_weighted_grams(n, p, used, restore_threads):
+    """The NumPy reference to 1e-10, symmetric to the last bit, the same for 1 or 2 threads."""
+    rng = np.random.default_rng(n + 31 * p)
+    G = 5
+    X = np.ascontiguousarray(rng.standard_normal((n, p)))
+    W = make_weights(rng, G, n)
+    used = np.array(used, dtype=np.intp)
+
+    def run():
+        gram = np.full((len(used), p, p), np.nan)
+        K.weighted_grams(X, W, used, gram)
+        return gram
+
+    a, b = _run_threads(run)
+    assert np.array_equal(a, b)
+    for u, g in enumerate(used):
+        assert_close(a[u], X.T @ (W[g][:, None] * X))
+        assert np.array_equal(a[u], a[u].T)
+
+
+def test_weighted_grams_rejects_bad_input():
+    rng = np.random.default_rng(4)
+    X = np.ascontiguousarray(rng.standard_normal((6, 2)))
+    W = make_weights(rng, 3, 6)
+    with pytest.raises(ValueError, match="out of range"):
+        K.weighted_grams(X, W, np.array([3], dtype=np.intp), np.empty((1, 2, 2)))
+    with pytest.raises(ValueError, match="inconsistent"):
+        K.weighted_grams(X, W, np.array([0], dtype=np.intp), np.empty((1, 2, 3)))
+    with pytest.raises(ValueError, match="inconsistent"):
+        K.weighted_grams(X, W[:, :5].copy(), np.array([0], dtype=np.intp), np.empty((1, 2, 2)))

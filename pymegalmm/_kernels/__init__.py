@@ -17,7 +17,7 @@ all of them, so callers use ``pymegalmm._kernels.<name>`` only:
     ``openmp_enabled``, ``openmp_max_threads``, ``set_num_threads``.  The thread
     count is process-wide (one OpenMP runtime), so it governs every module.
 ``_regression``
-    ``weighted_cross_products``, ``sample_coefficients`` (step 1).
+    ``weighted_grams``, ``weighted_cross_products``, ``sample_coefficients`` (step 1).
 ``_grid``
     ``sample_grid_index``, ``grid_sums_of_squares`` (steps 2 and 4, h2 grid),
     ``grid_sums_of_squares_lowrank`` (the same with a low-rank Woodbury correction).
@@ -49,7 +49,7 @@ from ._grid import (
 )
 from ._openmp import openmp_enabled, openmp_max_threads, set_num_threads
 from ._random import fill_random_blocks
-from ._regression import sample_coefficients, weighted_cross_products
+from ._regression import sample_coefficients, weighted_cross_products, weighted_grams
 from ._shrinkage import sample_ard_delta
 
 __all__ = [
@@ -69,4 +69,5 @@ __all__ = [
     "sample_grid_index",
     "set_num_threads",
     "weighted_cross_products",
+    "weighted_grams",
 ]

@@ -17,6 +17,61 @@ from ._dense cimport chol_upper, solve_upper, solve_upper_t
 # Step 1: weighted sufficient statistics for the diagonal (one random effect) case
 # ---------------------------------------------------------------------------
 
+def weighted_grams(
+    const double[:, ::1] X,
+    const double[:, ::1] W,
+    const Py_ssize_t[::1] used,
+    double[:, :, ::1] gram,
+):
+    """``gram[u] = X' diag(W[used[u]]) X`` for the grid points in use, exactly symmetric.
+
+    One thread per grid point: it weights the rows of ``X`` into a thread-local
+    buffer, makes one serial ``dgemm`` call and mirrors the upper triangle onto the
+    lower, so every Gram matrix is symmetric to the last bit.  Bit-identical for
+    any thread count (call it with the BLAS library limited to one thread, as the
+    sampler does).
+
+    Parameters
+    ----------
+    X : (n, p) C-ordered design (rotated).
+    W : (G, n) whitening weights per grid point.
+    used : (u,) grid points, each in ``[0, G)``.
+    gram : (u, p, p) C-ordered output.
+    """
+    cdef Py_ssize_t n = X.shape[0], p = X.shape[1], U = used.shape[0], G = W.shape[0]
+    cdef Py_ssize_t i, l, a, b, u, g
+    cdef int i_n = <int>n, i_p = <int>p
+    cdef double one = 1.0, zero = 0.0
+    cdef double *Xw
+    if W.shape[1] != n or gram.shape[0] != U or gram.shape[1] != p or gram.shape[2] != p:
+        raise ValueError("weighted_grams: inconsistent shapes")
+    for u in range(U):
+        if not 0 <= used[u] < G:
+            raise ValueError("weighted_grams: grid point out of range")
+    if U == 0 or p == 0:
+        return
+    if n == 0:
+        for u in range(U):
+            for a in range(p):
+                for b in range(p):
+                    gram[u, a, b] = 0.0
+        return
+    with nogil, parallel():
+        Xw = <double *> malloc(n * p * sizeof(double))  # thread-local weighted rows
+        for u in prange(U, schedule="static"):
+            g = used[u]
+            for i in range(n):
+                for l in range(p):
+                    Xw[l + i * p] = W[g, i] * X[i, l]
+            # (p x n, column-major: X's C-ordered rows) times X' -> p x p
+            dgemm("N", "T", &i_p, &i_p, &i_n, &one, Xw, &i_p, <double *>&X[0, 0], &i_p,
+                  &zero, &gram[u, 0, 0], &i_p)
+            for a in range(p):
+                for b in range(a + 1, p):
+                    gram[u, b, a] = gram[u, a, b]
+        free(Xw)
+
+
 #: Columns per tile of :func:`weighted_cross_products` (one ``dgemm`` call each).
 CROSS_BLOCK = 256
 

@@ -170,15 +170,14 @@ def weighted_gram_stats(W: np.ndarray, X: np.ndarray, Y: np.ndarray, grid_index:
     """
     K = kernels_module()
     used, gram_index = np.unique(grid_index, return_inverse=True)
-    n, p = X.shape
-    outer = (X[:, :, None] * X[:, None, :]).reshape(n, p * p)
-    gram = np.ascontiguousarray((W[used] @ outer).reshape(len(used), p, p))
+    p = X.shape[1]
+    X = np.ascontiguousarray(X)
+    gram = np.empty((len(used), p, p))
+    K.weighted_grams(X, W, used.astype(np.intp), gram)
     XtWy = np.empty((p, Y.shape[1]), order="F")
     yWy = np.empty(Y.shape[1])
-    K.weighted_cross_products(
-        np.ascontiguousarray(X), Y, W, np.ascontiguousarray(grid_index, dtype=np.intp),
-        XtWy, yWy,
-    )
+    K.weighted_cross_products(X, Y, W, np.ascontiguousarray(grid_index, dtype=np.intp),
+                              XtWy, yWy)
     return GramStats(gram, gram_index.astype(np.intp), XtWy, yWy)
 
 
