@@ -42,7 +42,10 @@ draw of the three fits equalled the file recorded for the eigenbasis change to a
 relative 2.5e-11 (largest, ``G`` of ``missing_map``) and every h2 grid draw was
 identical; ``tests/test_kernels.py`` and ``tests/test_lowrank.py`` check the kernels
 against their NumPy references to 1e-10 for any tile width.  The dense back-end's draws
-did not change.
+did not change.  In the same round the recorder started to compute ``E[Y]``'s random
+effects from ``U_R`` per level of K (a sparse ``Z u_levels`` rather than the dense
+``(Z S) v``): ``Eta_mean`` of ``missing_map`` changed in 10 of its 320 cells, by a
+relative 2.2e-16, and nothing else.
 """
 
 from __future__ import annotations

@@ -171,3 +171,30 @@ def test_unique_boolean_rows_is_numpys_unique(shape, p):
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(inverse, np.asarray(want_inverse).reshape(-1))
     assert got.dtype == bool and inverse.dtype == np.intp
+
+
+def test_genetic_values_of_all_rows_from_levels():
+    """The recorder's ``Z u_levels`` (sparse Z, K of full rank) equals ``(Z S) v`` up to
+    rounding; with a rank-reduced K (``L`` not the identity) the levels are not used."""
+    from pymegalmm.core.random_effects import DiagonalRandomEffect
+
+    rng = np.random.default_rng(8)
+    r, n_all = 9, 30
+    A = rng.standard_normal((r, r))
+    K = A @ A.T + r * np.eye(r)
+    cols = rng.integers(0, r, size=n_all)
+    Z_all = sp.csr_matrix((np.ones(n_all), (np.arange(n_all), cols)), shape=(n_all, r))
+    rows = np.sort(rng.choice(n_all, size=20, replace=False))
+    grid = np.linspace(0.0, 0.9, 5)[None, :]
+    re = DiagonalRandomEffect(Z_all[rows], K, np.eye(r), grid, Z_all=Z_all)
+    v = rng.standard_normal((r, 3))
+    dense = re.genetic_values_all_rows(v)
+    sparse = re.genetic_values_all_rows(v, levels=re.to_levels(v))
+    np.testing.assert_allclose(sparse, dense, rtol=1e-12, atol=1e-12)
+    assert sparse.shape == (n_all, 3) and sparse.flags.f_contiguous
+    L = np.linalg.cholesky(K)[:, :5]  # a rank-5 factor: levels != coefficients
+    low = DiagonalRandomEffect(Z_all[rows] @ L, L.T @ L, L, grid, Z_all=Z_all @ L)
+    w = rng.standard_normal((5, 2))
+    assert low.Z_levels_all is None
+    np.testing.assert_array_equal(low.genetic_values_all_rows(w, levels=low.to_levels(w)),
+                                  low.genetic_values_all_rows(w))

@@ -18,16 +18,20 @@ def residual_proportion(grid: np.ndarray, index: np.ndarray) -> np.ndarray:
     return 1.0 - grid[:, index].sum(axis=0)
 
 
-def eta_mean(s: ChainState, d: ModelData, cis: bool = True) -> np.ndarray:
+def eta_mean(s: ChainState, d: ModelData, cis: bool = True, F: np.ndarray | None = None,
+             U_R_levels: np.ndarray | None = None) -> np.ndarray:
     """Expected value of ``Eta`` for every cell: ``X1 B1 + F Lambda + Z U_R`` (scaled units),
     plus ``X2 B2_R`` with extra regressions on the traits, and each trait's own
     ``X_cis b_cis`` (``cis_genotypes``) unless ``cis`` is False.
 
     Cells outside their group's rows (predicted only) get the same formula, with the
-    random effects mapped to all rows.
+    random effects mapped to all rows.  With several trait groups, ``F`` (the factor
+    scores in the original rows, ``unrotate(QtF)``) and ``U_R_levels`` (``U_R`` per
+    level of K, as recorded) are used when given instead of being computed again; the
+    recorder has both.
     """
     if cis and d.cis is not None:
-        out = eta_mean(s, d, cis=False)
+        out = eta_mean(s, d, cis=False, F=F, U_R_levels=U_R_levels)
         out += d.cis.mean(s.cis_effects)
         return out
     if d.single_group:
@@ -36,14 +40,15 @@ def eta_mean(s: ChainState, d: ModelData, cis: bool = True) -> np.ndarray:
         if "B2_R" in s.extra:  # extra regressions X2 B2_R
             mean = matmul(d.regressions.QtX2[0], s.extra["B2_R"], out=mean, beta=1.0)
         return g.re.unrotate(matmul(g.QtX1, s.B1, out=mean, beta=1.0))
-    F = d.factor_re.unrotate(s.QtF)
-    out = matmul(F, s.Lambda)
+    out = matmul(d.factor_re.unrotate(s.QtF) if F is None else F, s.Lambda)
     matmul(d.X1, s.B1, out=out, beta=1.0)
     if "B2_R" in s.extra:
         matmul(d.regressions.X2, s.extra["B2_R"], out=out, beta=1.0)
     for g in d.groups:
         if g.cols.size:
-            out[:, g.cols] += g.re.genetic_values_all_rows(np.asfortranarray(s.U_R[:, g.cols]))
+            out[:, g.cols] += g.re.genetic_values_all_rows(
+                np.asfortranarray(s.U_R[:, g.cols]),
+                levels=None if U_R_levels is None else U_R_levels[:, g.cols])
     return out
 
 

@@ -63,8 +63,7 @@ class Recorder:
         added to the draws only when all of it succeeded: a failing function or an
         interrupt leaves the recorded draws as they were.
         """
-        values = self.transform.parameters(s, d)
-        expected = self.transform.expected_Y(s, d)
+        values, expected = self.transform.record_values(s, d)
         values["lp"] = np.float64(self.transform.eta_log_density(s, d, expected))
         padded = self.transform.nan_padded(d)
         for name, value in [*values.items(), ("Eta_mean", expected)]:

@@ -39,8 +39,26 @@ class UserScale:
         self.center, self.scale = latent.center, latent.scale
         self.mean_in_B1 = intercept_combination(X1)
 
-    def parameters(self, s: ChainState, d: ModelData) -> dict[str, np.ndarray]:
-        """All parameters of ``s``, including the loadings prior's recorded state."""
+    def record_values(self, s: ChainState, d: ModelData
+                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:meth:`parameters` and ``E[Y]`` of every cell (user's scale) of one state.
+
+        The factor scores in the original rows and ``U_R`` per level of K are computed
+        once for both.
+        """
+        F = d.factor_re.unrotate(s.QtF)
+        levels = self.residual_effects_levels(s, d)
+        values = self.parameters(s, d, F=F, U_R_levels=levels)
+        expected = eta_mean(s, d, F=F, U_R_levels=levels) * self.scale + self.center
+        return values, expected
+
+    def parameters(self, s: ChainState, d: ModelData, F: np.ndarray | None = None,
+                   U_R_levels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """All parameters of ``s``, including the loadings prior's recorded state.
+
+        ``F`` (``unrotate(QtF)``) and ``U_R_levels`` (:meth:`residual_effects_levels`)
+        are used when given instead of being computed.
+        """
         sd, grid = self.scale, d.grid
         re = d.factor_re
         f_sd = np.sqrt(s.tot_F_prec)
@@ -61,9 +79,10 @@ class UserScale:
             cis_record["cis_effects"] = cis
         return {
             "Lambda": Lambda,
-            "F": re.unrotate(s.QtF) * f_sd,
+            "F": (re.unrotate(s.QtF) if F is None else F) * f_sd,
             "U_F": re.to_levels(s.U_F) * f_sd,
-            "U_R": self.residual_effects_levels(s, d) * sd,
+            "U_R": (self.residual_effects_levels(s, d) if U_R_levels is None
+                    else U_R_levels) * sd,
             "B1": B1,
             "F_h2": grid[:, s.F_h2_index],
             "resid_h2": grid[:, s.resid_h2_index],
@@ -106,16 +125,12 @@ class UserScale:
             names.update(n for n in prior.recorded if "factor" in prior.state_dims.get(n, ()))
         return frozenset(names)
 
-    def expected_Y(self, s: ChainState, d: ModelData) -> np.ndarray:
-        """``E[Y]`` of every cell on the user's scale."""
-        return eta_mean(s, d) * self.scale + self.center
-
     def eta_log_density(self, s: ChainState, d: ModelData, expected: np.ndarray) -> float:
         """Log density of the latent ``Eta`` under the factor model, user's scale.
 
         ``sum log N(Eta_ij; E[Y]_ij, (1 - sum_m resid_h2_mj) / tot_Eta_prec_j)`` over the
         cells of each trait group's block (the cells the sampler draws), with
-        ``expected`` the user-scale ``E[Y]`` of :meth:`expected_Y`.  ArviZ's
+        ``expected`` the user-scale ``E[Y]`` of :meth:`record_values`.  ArviZ's
         ``sample_stats["lp"]`` (a trace to watch, not a model-comparison criterion).
         """
         var = residual_proportion(d.grid, s.resid_h2_index) / s.tot_Eta_prec * self.scale**2

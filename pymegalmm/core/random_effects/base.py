@@ -90,8 +90,10 @@ class RandomEffectsBackend(Protocol):
     def genetic_values(self, v: np.ndarray) -> np.ndarray:
         """``Z u`` in the rotated rows."""
 
-    def genetic_values_all_rows(self, v: np.ndarray) -> np.ndarray:
-        """``Z u`` over every row of the data."""
+    def genetic_values_all_rows(self, v: np.ndarray, levels: np.ndarray | None = None
+                                ) -> np.ndarray:
+        """``Z u`` over every row of the data; ``levels`` (``to_levels(v)``, optional) may
+        be used instead of ``v`` when that is cheaper."""
 
     def to_levels(self, v: np.ndarray) -> np.ndarray:
         """Random effects per level of K."""

@@ -178,6 +178,7 @@ class DenseRandomEffects:
         """Random effects per level (all effects stacked) from coefficients ``u``."""
         return self.to_levels_matrix @ u
 
-    def genetic_values_all_rows(self, u: np.ndarray) -> np.ndarray:
-        """``Z u`` over all rows of the data, ``(N, t)``."""
+    def genetic_values_all_rows(self, u: np.ndarray, levels: np.ndarray | None = None
+                                ) -> np.ndarray:
+        """``Z u`` over all rows of the data, ``(N, t)``; ``levels`` unused."""
         return np.asfortranarray(self.Z_all @ u)

@@ -240,6 +240,11 @@ class DiagonalRandomEffect:
         self.Z_all = np.asfortranarray(
             basis.ZS if Z_all is None and n_pos == r
             else incidence_product(ZL if Z_all is None else Z_all, S))
+        # the incidence of the levels over all rows, when per-level effects map to rows
+        # directly (K of full rank, L = I, and a sparse Z): then Z u = Z_levels u_levels
+        all_rows = ZL if Z_all is None else Z_all
+        self.Z_levels_all = (sp.csr_matrix(all_rows) if _is_identity(L) and sp.issparse(all_rows)
+                             else None)
         self.grid = grid
         h = grid[0]
         denom = h[:, None] * self.d_rows[None, :] + (1.0 - h)[:, None]  # (G, n)
@@ -314,6 +319,14 @@ class DiagonalRandomEffect:
         """Random effects per level of K (original basis) from coefficients ``v``."""
         return self.to_levels_matrix @ v
 
-    def genetic_values_all_rows(self, v: np.ndarray) -> np.ndarray:
-        """``Z u`` over all rows of the data (not rotated), ``(N, t)``."""
+    def genetic_values_all_rows(self, v: np.ndarray, levels: np.ndarray | None = None
+                                ) -> np.ndarray:
+        """``Z u`` over all rows of the data (not rotated), ``(N, t)``.
+
+        ``levels``, the same effects per level of K (``to_levels(v)``, when already
+        computed), turns the dense ``(Z S) v`` into a sparse product ``Z u_levels``
+        when ``Z`` is sparse and K of full rank (the same numbers up to rounding).
+        """
+        if levels is not None and self.Z_levels_all is not None:
+            return np.asfortranarray(self.Z_levels_all @ levels)
         return matmul(self.Z_all, v)

@@ -327,6 +327,7 @@ class LowRankRandomEffects:
         """Random effects per level (all effects stacked, formula order) from coefficients."""
         return self.to_levels_matrix @ v
 
-    def genetic_values_all_rows(self, v: np.ndarray) -> np.ndarray:
-        """``Z u`` over all rows of the data (not rotated), ``(N, c)``."""
+    def genetic_values_all_rows(self, v: np.ndarray, levels: np.ndarray | None = None
+                                ) -> np.ndarray:
+        """``Z u`` over all rows of the data (not rotated), ``(N, c)``; ``levels`` unused."""
         return matmul(self.Z_all, v)
