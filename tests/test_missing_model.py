@@ -96,3 +96,35 @@ def test_map_search_is_deterministic(met):
     b = MegaLMM(Y.mask(mask), "~ Population + (1|Line)", **kw).missing_data_maps(6)
     assert a[0] == b[0]
     assert a[1].equals(b[1])
+
+
+def test_block_mean_in_original_rows_equals_the_rotated_one(met):
+    """With several trait groups the imputed cells' mean is ``F Lambda + Eta - E`` in the
+    original rows (``E`` the residuals the factor scores used), no rotation: the rotated
+    formula and :func:`eta_mean` agree to rounding."""
+    from pymegalmm.core.factor_scores import residuals_in_rows
+    from pymegalmm.core.mean import EtaConditional, eta_mean
+
+    sim, Y, data, mask = met
+    m = MegaLMM(Y.mask(mask), "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},
+                n_factors=4, h2_divisions=10, burn=0, seed=5, verbose=False)
+    maps, table = m.missing_data_maps(10)
+    m.set_missing_data_map(maps[best_map(maps, table)])
+    m.burn_in(rounds=1, iterations=5, progress=False)
+    s, d = m.chains[0].state, m.data
+    assert len(d.groups) > 1 and any(g.imputed[0].size for g in d.groups)
+    residuals = [np.asfortranarray(s.QtEta[gi] - g.QtX1 @ s.B1[:, g.cols]
+                                   - g.re.genetic_values(s.U_R[:, g.cols]))
+                 for gi, g in enumerate(d.groups)]
+    F = d.factor_re.unrotate(s.QtF)
+    rotated = EtaConditional(s, d, residuals=residuals, F=F)
+    in_rows = EtaConditional(s, d, residuals=residuals, F=F,
+                             residuals_in_rows=residuals_in_rows(d, residuals))
+    every = eta_mean(s, d)
+    for gi, g in enumerate(d.groups):
+        if not g.cols.size:  # group 0 may hold no trait
+            continue
+        a, b = in_rows.block_mean(gi), rotated.block_mean(gi)
+        scale = np.abs(b).max()
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(a, every[g.block], rtol=0, atol=1e-12 * scale)

@@ -55,9 +55,18 @@ def sample_factor_scores(
     return np.asfortranarray((mean + noise).T)
 
 
+def residuals_in_rows(d: ModelData, residuals: list[np.ndarray]) -> np.ndarray:
+    """Each group's rotated residuals back in the original rows, ``(n, t)`` (0 outside
+    the groups' blocks)."""
+    E = np.zeros((d.n, d.t), order="F")
+    for g, res in zip(d.groups, residuals, strict=True):
+        E[g.block] = g.re.unrotate(res)
+    return E
+
+
 def sample_factor_scores_by_pattern(
     d: ModelData,
-    residuals: list[np.ndarray],
+    E: np.ndarray,
     Lambda: np.ndarray,
     resid_prec: np.ndarray,
     prior_mean: np.ndarray,
@@ -73,7 +82,8 @@ def sample_factor_scores_by_pattern(
     Parameters
     ----------
     d : the model data (groups and row patterns).
-    residuals : rotated ``Eta - X1 B1 - Z U_R`` per group.
+    E : (n, t) ``Eta - X1 B1 - Z U_R`` in the original rows over each group's block
+        (:func:`residuals_in_rows`).
     Lambda, resid_prec, factor_prec, z : as :func:`sample_factor_scores`.
     prior_mean : (n, k) factors' genetic values, original rows.
 
@@ -83,9 +93,6 @@ def sample_factor_scores_by_pattern(
         ``(n, k)`` Fortran-ordered factor scores (original rows).
     """
     n, k = d.n, d.n_factors
-    E = np.zeros((n, d.t), order="F")
-    for g, res in zip(d.groups, residuals, strict=True):
-        E[g.block] = g.re.unrotate(res)
     F = np.empty((n, k), order="F")
     pat = d.row_patterns
     n_bad = kernels_module().sample_factor_scores_by_pattern(

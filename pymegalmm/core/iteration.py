@@ -24,7 +24,11 @@ from ..linalg import matmul, standard_normal
 from .cis import sample_cis_effects
 from .column_lmm import sample_column_lmm
 from .data import ModelData, Workspace
-from .factor_scores import sample_factor_scores, sample_factor_scores_by_pattern
+from .factor_scores import (
+    residuals_in_rows,
+    sample_factor_scores,
+    sample_factor_scores_by_pattern,
+)
 from .mean import EtaConditional, eta_mean, residual_proportion
 from .regressions import factor_mean, precision, spike_slab_sampler, update_precisions
 from .state import ChainState
@@ -155,10 +159,11 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
         s.QtF = sample_factor_scores(residuals[0], s.Lambda, resid_prec,
                                      factor_mean(rd, s.extra, re_F.genetic_values(s.U_F)),
                                      factor_prec, z)
-        F = None
+        F = E_rows = None
     else:  # rows use different traits: sample in the original rows, by row pattern
+        E_rows = residuals_in_rows(d, residuals)
         F = sample_factor_scores_by_pattern(
-            d, residuals, s.Lambda, resid_prec,
+            d, E_rows, s.Lambda, resid_prec,
             re_F.unrotate(factor_mean(rd, s.extra, re_F.genetic_values(s.U_F))), factor_prec, z)
         s.QtF = re_F.rotate(F)
 
@@ -172,6 +177,7 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
         s.extra = update_precisions(rd, s.extra, s.tot_F_prec, s.tot_Eta_prec, rng)
 
     # Step 9. The latent Eta given this iteration's factor model (the observation model).
-    d.observation.sample_latent(s, d, EtaConditional(s, d, residuals=residuals, F=F), rng)
+    d.observation.sample_latent(
+        s, d, EtaConditional(s, d, residuals=residuals, F=F, residuals_in_rows=E_rows), rng)
 
     s.nrun += 1

@@ -66,13 +66,18 @@ class EtaConditional:
         A block's mean must be asked for before the block of ``Eta`` is redrawn.
         Without ``mean`` and ``residuals``, :func:`eta_mean` of every cell is computed
         when a block's mean is first asked for (never, when no cell is drawn).
+    residuals_in_rows : (n, t) the same residuals in the original rows (with several
+        groups, as the factor scores used them), optional: then a block's mean is
+        ``F Lambda + Eta - E`` in the original rows, with no rotation.
     """
 
     def __init__(self, s: ChainState, d: ModelData, mean: np.ndarray | None = None,
                  residuals: list[np.ndarray] | None = None,
-                 F: np.ndarray | None = None) -> None:
+                 F: np.ndarray | None = None,
+                 residuals_in_rows: np.ndarray | None = None) -> None:
         self._s, self._d = s, d
         self._mean, self._residuals, self._F = mean, residuals, F
+        self._E_rows = residuals_in_rows
 
     def block_mean(self, gi: int) -> np.ndarray:
         """``E[Eta]`` over group ``gi``'s block (``n_s x t_s``, original rows)."""
@@ -81,6 +86,10 @@ class EtaConditional:
             self._mean = eta_mean(s, self._d)
         if self._mean is not None:
             return self._mean[g.block]
+        if self._E_rows is not None and self._F is not None:
+            # X1 B1 + Z U_R = Eta - E in the original rows; add the new F Lambda
+            return matmul(self._F[g.rows], s.Lambda[:, g.cols], beta=1.0,
+                          source=np.asfortranarray(s.Eta[g.block] - self._E_rows[g.block]))
         QtF = s.QtF if gi == 0 else g.re.rotate(self._F[g.rows])
         # rotated X1 B1 + Z U_R = QtEta - residual; add the new F Lambda
         mean = matmul(QtF, s.Lambda[:, g.cols], beta=1.0,
