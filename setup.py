@@ -126,7 +126,11 @@ if DEBUG_BUILD:
     CYTHONIZE_OPTIONS = {"force": True, "build_dir": os.path.join("build", "debug-c")}
     SETUP_OPTIONS = {"build_ext": {"force": True}}
 else:
-    OPT_FLAGS = ["-O3"]
+    # -fno-math-errno: sqrt without an errno check, so loops that take square roots
+    # vectorise (sample_diagonal_effects: 1.6x at t = 20000).  It changes no result:
+    # sqrt and division stay correctly rounded IEEE operations, and exp/log stay libm
+    # calls (vector versions need -ffast-math); tests/test_golden.py checks the draws.
+    OPT_FLAGS = ["-O3", "-fno-math-errno"]
     LINK_FLAGS = []
     CYTHONIZE_OPTIONS = {}
     SETUP_OPTIONS = {}

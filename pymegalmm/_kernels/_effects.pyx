@@ -54,6 +54,12 @@ def sample_diagonal_effects(
         R = v_out
     cdef double[::1] sqrt_d = np.sqrt(np.maximum(np.asarray(d), 0.0))
     cdef double sdj, inv
+    # the leading coefficients observed by the data (i < n, d_i > 0: all of them, in the
+    # back-end's order) take the first, branch-free loop, which the compiler vectorises;
+    # the same arithmetic per element as the general loop after it
+    cdef Py_ssize_t lead = 0
+    while lead < min(n, r) and d[lead] > 0.0:
+        lead += 1
     with nogil:
         for j in prange(t, schedule="static"):
             hj = h[j]
@@ -65,7 +71,13 @@ def sample_diagonal_effects(
                     v_out[i, j] = 0.0
                 continue
             sdj = sqrt(hj * (1.0 - hj) / tau[j])
-            for i in range(r):
+            for i in range(lead):
+                inv = 1.0 / (d[i] * hj + 1.0 - hj)
+                v_out[i, j] = sqrt_d[i] * hj * E[i, j] * inv + z[i, j] * (sdj * sqrt(inv))
+            if want_resid:
+                for i in range(lead):
+                    R[i, j] = B[i, j] - sqrt_d[i] * v_out[i, j]
+            for i in range(lead, r):
                 inv = 1.0 / (d[i] * hj + 1.0 - hj)
                 sdi = sdj * sqrt(inv)
                 if i < n and d[i] > 0.0:
