@@ -1,0 +1,121 @@
+"""The hot kernels of one iteration, alone: milliseconds, GFLOP/s and the DGEMM rate.
+
+Usage::
+
+    python benchmarks/kernels.py                       # t = 1000 and 20000, n = 500
+    python benchmarks/kernels.py --t 5000 --n 500 --grid 20 --p 16
+
+Times, on the kernels' default OpenMP threads with the BLAS library on one thread (as
+the sampler runs them; :func:`pymegalmm.linalg.sampling_threads`), the compiled
+kernels behind the column-LMM step on ``n x t`` random data of the scaling case of
+``benchmarks/iteration.py`` (``G`` grid points, ``p = 15`` factors + 1 fixed effect):
+
+- ``grid_sums_of_squares``: ``SS[j, g] = sum_i W[g, i] E[i, j]^2`` (steps 2 and 4),
+  ``2 G n t`` flops;
+- ``weighted_cross_products``: ``X' diag(W_g) y_j`` and ``y_j' diag(W_g) y_j`` (step 1),
+  ``2 p n t`` flops;
+- ``weighted_grams``: ``X' diag(W_g) X`` for every grid point (step 1),
+  ``2 G n p^2`` flops;
+- ``sample_diagonal_effects``: the random effects and the residual (steps 2 and 5),
+  ``n t`` elements, each one division and one square root;
+
+beside the DGEMM rate measured in the same process (NumPy, a square product, the
+same threads as the kernels) and, for the three products, NumPy's own product of
+the same shapes on those threads (``(E o E)' W'``, ``X' (W o Y)``).  Needs an idle
+machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import load_average, table, time_products  # noqa: E402
+
+
+def dgemm_rate(threads: int) -> float:
+    """Flop/s of a 1000 x 1000 x 1000 NumPy product on ``threads`` BLAS threads."""
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((1000, 1000)), rng.standard_normal((1000, 1000))
+    with threadpool_limits(threads):
+        seconds = time_products([("dgemm", lambda: A @ B)])["seconds"]
+    return 2e9 / seconds
+
+
+def case(n: int, t: int, G: int, p: int, threads: int) -> list[list[str]]:
+    """Rows of the table for one shape."""
+    from pymegalmm import _kernels as K
+
+    rng = np.random.default_rng(1)
+    E = np.asfortranarray(rng.standard_normal((n, t)))
+    base = np.asfortranarray(rng.standard_normal((n, t)))
+    z = np.asfortranarray(rng.standard_normal((n, t)))
+    X = np.ascontiguousarray(rng.standard_normal((n, p)))
+    h_grid = np.linspace(0.0, 0.95, G)
+    d = np.sort(rng.gamma(1.0, 2.0, size=n))[::-1].copy()
+    W = np.ascontiguousarray(1.0 / (h_grid[:, None] * d[None, :] + 1.0 - h_grid[:, None]))
+    W_T = np.ascontiguousarray(W.T)
+    gi = rng.integers(0, G, size=t).astype(np.intp)
+    used = np.arange(G, dtype=np.intp)
+    h, tau = h_grid[gi], rng.gamma(2.0, 1.0, size=t)
+    SS, XtWy, yWy = np.empty((t, G)), np.empty((p, t), order="F"), np.empty(t)
+    gram = np.empty((G, p, p))
+    v, res = np.empty((n, t), order="F"), np.empty((n, t), order="F")
+    K.set_num_threads(threads)
+    products = [
+        ("grid_sums_of_squares", lambda: K.grid_sums_of_squares(E, W_T, SS)),
+        ("weighted_cross_products", lambda: K.weighted_cross_products(X, E, W, gi, XtWy, yWy)),
+        ("weighted_grams", lambda: K.weighted_grams(X, W, used, gram)),
+        ("sample_diagonal_effects",
+         lambda: K.sample_diagonal_effects(E, d, h, tau, z, v, base, res)),
+    ]
+    if not hasattr(K, "weighted_grams"):  # an older build (before 0.2.0): skip it
+        products = [prod for prod in products if prod[0] != "weighted_grams"]
+    with threadpool_limits(1, user_api="blas"):  # the kernels' dgemm calls: 1 BLAS thread
+        kernels = time_products(products)["per_product"]
+    with threadpool_limits(threads):  # NumPy's products of the same shapes
+        numpy = time_products([
+            ("grid_sums_of_squares", lambda: (E * E).T @ W_T),
+            ("weighted_cross_products", lambda: X.T @ (W[gi].T * E)),
+            ("weighted_grams", lambda: np.einsum("gi,ia,ib->gab", W, X, X, optimize=True)),
+        ])["per_product"]
+    flops = {"grid_sums_of_squares": 2.0 * G * n * t,
+             "weighted_cross_products": 2.0 * p * n * t,
+             "weighted_grams": 2.0 * G * n * p * p}
+    rows = []
+    for name, seconds in kernels.items():
+        f = flops.get(name)
+        rows.append([f"t={t} {name}", f"{seconds * 1e3:.2f}",
+                     "-" if f is None else f"{f / seconds / 1e9:.1f}",
+                     "-" if name not in numpy else f"{numpy[name] * 1e3:.2f}"])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--t", type=int, nargs="+", default=[1000, 20000])
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--grid", type=int, default=20, help="grid points G")
+    parser.add_argument("--p", type=int, default=16, help="regressors (factors + fixed)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="kernel threads (default: the kernels' default)")
+    args = parser.parse_args(argv)
+    from pymegalmm import _kernels as K
+
+    threads = args.threads or K.openmp_max_threads()
+    print(f"load average before: {load_average()}")
+    rate = dgemm_rate(threads)
+    print(f"n = {args.n}, G = {args.grid}, p = {args.p}, {threads} kernel thread(s); "
+          f"DGEMM rate (1000^3, {threads} thread(s)): {rate / 1e9:.1f} GFLOP/s")
+    rows = [row for t in args.t for row in case(args.n, t, args.grid, args.p, threads)]
+    print(table(["kernel", "ms", "GFLOP/s", "NumPy ms"], rows))
+    print(f"load average after: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
