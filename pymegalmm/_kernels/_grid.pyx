@@ -69,6 +69,19 @@ def sample_grid_index(
 # Steps 2 and 4: quadratic forms for every grid point (one random effect)
 # ---------------------------------------------------------------------------
 
+cdef inline void _diagonal_tile(const double *E, int n, int width, const double *W, int G,
+                                double *E2, double *out) noexcept nogil:
+    """``out = W (E o E)`` for one tile: ``E`` is ``n x width`` (leading dimension ``n``),
+    ``W`` is ``G x n`` (leading dimension ``G``), ``out`` is ``G x width`` (leading
+    dimension ``G``); ``E2`` is an ``n x width`` buffer.  One serial ``dgemm``."""
+    cdef Py_ssize_t i, jj
+    cdef double one = 1.0, zero = 0.0
+    for jj in range(width):
+        for i in range(n):
+            E2[i + jj * n] = E[i + jj * n] * E[i + jj * n]
+    dgemm("N", "N", &G, &width, &n, &one, <double *>W, &G, E2, &n, &zero, out, &G)
+
+
 #: Columns per tile of :func:`grid_sums_of_squares` (one ``dgemm`` call each).
 GRID_BLOCK = 256
 
@@ -96,9 +109,8 @@ def grid_sums_of_squares(
     block : columns of ``E`` per tile.
     """
     cdef Py_ssize_t n = E.shape[0], t = E.shape[1], G = W_T.shape[1]
-    cdef Py_ssize_t i, j, jj, tile, n_tiles, j0
+    cdef Py_ssize_t i, j, tile, n_tiles, j0
     cdef int width, i_n = <int>n, i_G = <int>G
-    cdef double one = 1.0, zero = 0.0
     cdef double *E2
     if W_T.shape[0] != n or out.shape[0] != t or out.shape[1] != G:
         raise ValueError("grid_sums_of_squares: inconsistent shapes")
@@ -117,12 +129,8 @@ def grid_sums_of_squares(
         for tile in prange(n_tiles, schedule="static"):
             j0 = tile * block
             width = <int>min(block, t - j0)
-            for jj in range(width):
-                for i in range(n):
-                    E2[i + jj * n] = E[i, j0 + jj] * E[i, j0 + jj]
-            # out[j0:j0+width, :]' (G x width, leading dimension G) = W (G x n) E2
-            dgemm("N", "N", &i_G, &width, &i_n, &one, <double *>&W_T[0, 0], &i_G,
-                  E2, &i_n, &zero, &out[j0, 0], &i_G)
+            # out[j0:j0+width, :]' (G x width, leading dimension G) = W (E o E)
+            _diagonal_tile(&E[0, j0], i_n, width, &W_T[0, 0], i_G, E2, &out[j0, 0])
         free(E2)
 
 
@@ -246,11 +254,7 @@ def grid_sums_of_squares_lowrank(
                         corr[g + jj * G] = acc
             # the diagonal part as grid_sums_of_squares computes it for the same tile:
             # out[j0:j0+width, :]' = W (E o E), then minus the Woodbury correction
-            for jj in range(width):
-                for i in range(n):
-                    E2[i + jj * n] = E[i, j0 + jj] * E[i, j0 + jj]
-            dgemm("N", "N", &i_G, &width, &i_n, &one, <double *>&W_T[0, 0], &i_G,
-                  E2, &i_n, &zero, &out[j0, 0], &i_G)
+            _diagonal_tile(&E[0, j0], i_n, width, &W_T[0, 0], i_G, E2, &out[j0, 0])
             for jj in range(width):
                 for g in range(G):
                     out[j0 + jj, g] = out[j0 + jj, g] - corr[g + jj * G]
