@@ -8,6 +8,7 @@ and shared by every chain; chains write only into their own
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,9 +48,10 @@ class GroupData:
     drop_fixed: np.ndarray
     imputed: tuple[np.ndarray, np.ndarray]
 
-    @property
+    @cached_property
     def block(self) -> tuple[np.ndarray, np.ndarray]:
-        """Index of the group's block of ``Eta`` (``Eta[block]`` is ``n_s x t_s``)."""
+        """Index of the group's block of ``Eta`` (``Eta[block]`` is ``n_s x t_s``), built
+        once (the sampler asks for it about 20 times per iteration with 16 groups)."""
         return np.ix_(self.rows, self.cols)
 
 
