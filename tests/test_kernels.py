@@ -805,3 +805,36 @@ def test_weighted_grams_rejects_bad_input():
         K.weighted_grams(X, W, np.array([0], dtype=np.intp), np.empty((1, 2, 3)))
     with pytest.raises(ValueError, match="inconsistent"):
         K.weighted_grams(X, W[:, :5].copy(), np.array([0], dtype=np.intp), np.empty((1, 2, 2)))
+
+
+def test_tiled_kernels_bound_their_tiles_and_handle_empty_shapes():
+    """A tile width beyond the number of columns is one tile of them all (no oversized
+    buffer: 2**61 columns would overflow its size); no rows or no columns: zeros or
+    nothing; an out-of-range grid point is an error, not a read out of bounds."""
+    rng = np.random.default_rng(9)
+    n, t, G, p = 37, 3, 4, 2
+    E = np.asfortranarray(rng.standard_normal((n, t)))
+    W = make_weights(rng, G, n)
+    W_T = np.ascontiguousarray(W.T)
+    X = np.ascontiguousarray(rng.standard_normal((n, p)))
+    gi = rng.integers(0, G, size=t).astype(np.intp)
+    for block in (t, 2**61, 2**63 - 1):
+        out = np.full((t, G), np.nan)
+        K.grid_sums_of_squares(E, W_T, out, block=block)
+        assert_close(out, (E**2).T @ W_T)
+        XtWy, yWy = np.full((p, t), np.nan, order="F"), np.full(t, np.nan)
+        K.weighted_cross_products(X, E, W, gi, XtWy, yWy, block=block)
+        assert_close(XtWy, ref_weighted_cross_products(X, E, W, gi)[0])
+    out = np.full((t, G), np.nan)
+    K.grid_sums_of_squares(np.zeros((0, t), order="F"), np.zeros((0, G)), out)
+    assert np.array_equal(out, np.zeros((t, G)))
+    XtWy, yWy = np.full((p, t), np.nan, order="F"), np.full(t, np.nan)
+    K.weighted_cross_products(np.zeros((0, p)), np.zeros((0, t), order="F"), np.zeros((G, 0)),
+                              gi, XtWy, yWy)
+    assert not XtWy.any() and not yWy.any()
+    K.grid_sums_of_squares(np.zeros((n, 0), order="F"), W_T, np.zeros((0, G)))
+    gram = np.zeros((0, p, p))
+    K.weighted_grams(X, W, np.zeros(0, dtype=np.intp), gram)
+    with pytest.raises(ValueError, match="out of range"):
+        K.weighted_cross_products(X, E, W, np.full(t, G, dtype=np.intp),
+                                  np.empty((p, t), order="F"), np.empty(t))

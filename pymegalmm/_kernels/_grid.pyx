@@ -123,10 +123,14 @@ def grid_sums_of_squares(
             for i in range(G):
                 out[j, i] = 0.0
         return
+    block = min(block, t)  # one tile at most t wide (the same tiles; a bounded buffer)
     n_tiles = (t + block - 1) // block
     with nogil, parallel():
         E2 = <double *> malloc(n * block * sizeof(double))  # thread-local squared tile
         for tile in prange(n_tiles, schedule="static"):
+            if E2 == NULL:
+                with gil:
+                    raise MemoryError("grid_sums_of_squares: no memory for a tile")
             j0 = tile * block
             width = <int>min(block, t - j0)
             # out[j0:j0+width, :]' (G x width, leading dimension G) = W (E o E)
@@ -209,6 +213,7 @@ def grid_sums_of_squares_lowrank(
             for g in range(G):
                 out[j, g] = 0.0
         return
+    block = min(block, t)  # one tile at most t wide (the same tiles; bounded buffers)
     n_tiles = (t + block - 1) // block
     m_rows = <int>(S * rank)
     i_rank = <int>rank
@@ -225,6 +230,9 @@ def grid_sums_of_squares_lowrank(
         corr = <double *> malloc((G * block + 1) * sizeof(double))
         E2 = <double *> malloc((n * block + 1) * sizeof(double))
         for tile in prange(n_tiles, schedule="static"):
+            if P == NULL or Q0 == NULL or Y == NULL or corr == NULL or E2 == NULL:
+                with gil:
+                    raise MemoryError("grid_sums_of_squares_lowrank: no memory for a tile")
             j0 = tile * block
             width = <int>min(block, t - j0)
             for l in range(G * width):

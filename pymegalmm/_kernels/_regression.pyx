@@ -59,6 +59,9 @@ def weighted_grams(
     with nogil, parallel():
         Xw = <double *> malloc(n * p * sizeof(double))  # thread-local weighted rows
         for u in prange(U, schedule="static"):
+            if Xw == NULL:
+                with gil:
+                    raise MemoryError("weighted_grams: no memory for the weighted rows")
             g = used[u]
             for i in range(n):
                 for l in range(p):
@@ -113,6 +116,11 @@ def weighted_cross_products(
         raise ValueError("weighted_cross_products: inconsistent shapes")
     if grid_index.shape[0] != t:
         raise ValueError("weighted_cross_products: grid_index needs one entry per column")
+    for j in range(t):
+        if not 0 <= grid_index[j] < W.shape[0]:
+            raise ValueError("weighted_cross_products: grid point out of range")
+    if W.shape[1] != n:
+        raise ValueError("weighted_cross_products: W needs one weight per row")
     if block < 1:
         raise ValueError("weighted_cross_products: block must be >= 1")
     if t == 0:
@@ -123,10 +131,14 @@ def weighted_cross_products(
             for l in range(p):
                 XtWy[l, j] = 0.0
         return
+    block = min(block, t)  # one tile at most t wide (the same tiles; a bounded buffer)
     n_tiles = (t + block - 1) // block
     with nogil, parallel():
         Yw = <double *> malloc(n * block * sizeof(double))  # thread-local weighted tile
         for tile in prange(n_tiles, schedule="static"):
+            if Yw == NULL:
+                with gil:
+                    raise MemoryError("weighted_cross_products: no memory for a tile")
             j0 = tile * block
             width = <int>min(block, t - j0)
             for jj in range(width):

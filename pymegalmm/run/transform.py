@@ -125,6 +125,11 @@ class UserScale:
             names.update(n for n in prior.recorded if "factor" in prior.state_dims.get(n, ()))
         return frozenset(names)
 
+    def expected_Y(self, s: ChainState, d: ModelData) -> np.ndarray:
+        """``E[Y]`` of every cell on the user's scale (:meth:`record_values` computes it
+        together with the parameters)."""
+        return eta_mean(s, d) * self.scale + self.center
+
     def eta_log_density(self, s: ChainState, d: ModelData, expected: np.ndarray) -> float:
         """Log density of the latent ``Eta`` under the factor model, user's scale.
 
