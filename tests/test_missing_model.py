@@ -132,10 +132,7 @@ def test_block_mean_in_original_rows_equals_the_rotated_one(met):
 
 def test_recorded_values_equal_the_parameters_and_expected_values_apart(met):
     """The recorder's shared computation (``record_values``: factor scores and ``U_R`` per
-    level once) gives the parameters of ``user_scale`` and ``expected_Y``'s E[Y]; the
-    factor scores by row pattern take each group's rotated residuals as before."""
-    from pymegalmm.core.factor_scores import residuals_in_rows, sample_factor_scores_by_pattern
-
+    level once) gives the parameters of ``user_scale`` and ``expected_Y``'s E[Y]."""
     sim, Y, data, mask = met
     m = MegaLMM(Y.mask(mask), "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},
                 n_factors=3, h2_divisions=10, burn=0, seed=6, verbose=False)
@@ -149,11 +146,3 @@ def test_recorded_values_equal_the_parameters_and_expected_values_apart(met):
     for name, value in apart.items():
         np.testing.assert_allclose(values[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
     np.testing.assert_allclose(expected, transform.expected_Y(s, d), rtol=1e-12, atol=1e-12)
-    residuals = [np.asfortranarray(s.QtEta[gi] - g.QtX1 @ s.B1[:, g.cols]
-                                   - g.re.genetic_values(s.U_R[:, g.cols]))
-                 for gi, g in enumerate(d.groups)]
-    args = (s.Lambda, np.ones(d.t), np.zeros((d.n, d.n_factors), order="F"),
-            np.ones(d.n_factors), np.zeros((d.n, d.n_factors), order="F"))
-    np.testing.assert_array_equal(
-        sample_factor_scores_by_pattern(d, residuals, *args),
-        sample_factor_scores_by_pattern(d, residuals_in_rows(d, residuals), *args))

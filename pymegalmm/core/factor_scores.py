@@ -66,7 +66,7 @@ def residuals_in_rows(d: ModelData, residuals: list[np.ndarray]) -> np.ndarray:
 
 def sample_factor_scores_by_pattern(
     d: ModelData,
-    E: np.ndarray | list[np.ndarray],
+    E: np.ndarray,
     Lambda: np.ndarray,
     resid_prec: np.ndarray,
     prior_mean: np.ndarray,
@@ -83,8 +83,7 @@ def sample_factor_scores_by_pattern(
     ----------
     d : the model data (groups and row patterns).
     E : (n, t) ``Eta - X1 B1 - Z U_R`` in the original rows over each group's block
-        (:func:`residuals_in_rows`); or, as before, the list of each group's rotated
-        residuals, which are then unrotated here.
+        (:func:`residuals_in_rows` of each group's rotated residuals).
     Lambda, resid_prec, factor_prec, z : as :func:`sample_factor_scores`.
     prior_mean : (n, k) factors' genetic values, original rows.
 
@@ -94,8 +93,6 @@ def sample_factor_scores_by_pattern(
         ``(n, k)`` Fortran-ordered factor scores (original rows).
     """
     n, k = d.n, d.n_factors
-    if isinstance(E, list):
-        E = residuals_in_rows(d, E)
     F = np.empty((n, k), order="F")
     pat = d.row_patterns
     n_bad = kernels_module().sample_factor_scores_by_pattern(
