@@ -98,6 +98,17 @@ def test_map_search_is_deterministic(met):
     assert a[1].equals(b[1])
 
 
+def _mapped_chain(met, n_factors: int, seed: int, iterations: int) -> MegaLMM:
+    """A few iterations of a small model with the best missing-data map (several groups)."""
+    sim, Y, data, mask = met
+    m = MegaLMM(Y.mask(mask), "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},
+                n_factors=n_factors, h2_divisions=10, burn=0, seed=seed, verbose=False)
+    maps, table = m.missing_data_maps(10)
+    m.set_missing_data_map(maps[best_map(maps, table)])
+    m.burn_in(rounds=1, iterations=iterations, progress=False)
+    return m
+
+
 def test_block_mean_in_original_rows_equals_the_rotated_one(met):
     """With several trait groups the imputed cells' mean is ``F Lambda + Eta - E`` in the
     original rows (``E`` the residuals the factor scores used), no rotation: the rotated
@@ -105,12 +116,7 @@ def test_block_mean_in_original_rows_equals_the_rotated_one(met):
     from pymegalmm.core.factor_scores import residuals_in_rows
     from pymegalmm.core.mean import EtaConditional, eta_mean
 
-    sim, Y, data, mask = met
-    m = MegaLMM(Y.mask(mask), "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},
-                n_factors=4, h2_divisions=10, burn=0, seed=5, verbose=False)
-    maps, table = m.missing_data_maps(10)
-    m.set_missing_data_map(maps[best_map(maps, table)])
-    m.burn_in(rounds=1, iterations=5, progress=False)
+    m = _mapped_chain(met, n_factors=4, seed=5, iterations=5)
     s, d = m.chains[0].state, m.data
     assert len(d.groups) > 1 and any(g.imputed[0].size for g in d.groups)
     residuals = [np.asfortranarray(s.QtEta[gi] - g.QtX1 @ s.B1[:, g.cols]
@@ -133,12 +139,7 @@ def test_block_mean_in_original_rows_equals_the_rotated_one(met):
 def test_recorded_values_equal_the_parameters_and_expected_values_apart(met):
     """The recorder's shared computation (``record_values``: factor scores and ``U_R`` per
     level once) gives the parameters of ``user_scale`` and ``expected_Y``'s E[Y]."""
-    sim, Y, data, mask = met
-    m = MegaLMM(Y.mask(mask), "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},
-                n_factors=3, h2_divisions=10, burn=0, seed=6, verbose=False)
-    maps, table = m.missing_data_maps(10)
-    m.set_missing_data_map(maps[best_map(maps, table)])
-    m.burn_in(rounds=1, iterations=3, progress=False)
+    m = _mapped_chain(met, n_factors=3, seed=6, iterations=3)
     s, d, transform = m.chains[0].state, m.data, m._transform
     values, expected = transform.record_values(s, d)
     apart = transform.parameters(s, d)
