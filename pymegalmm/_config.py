@@ -6,6 +6,7 @@ import os
 import platform
 import sys
 import warnings
+from pathlib import Path
 
 SERIAL_BUILD_WARNING = (
     "pymegalmm was built without OpenMP: the sampler runs on one thread. Results are "
@@ -60,9 +61,13 @@ def kernels_module():
     try:
         from . import _kernels
     except ImportError as exc:  # pragma: no cover - only on a broken install
+        here = Path(__file__).resolve().parent
         raise ImportError(
-            "pymegalmm's compiled kernels are not built. Install the package with "
-            "`pip install .` (or `python setup.py build_ext --inplace` in a source tree)."
+            f"pymegalmm's compiled kernels are not built in {here}. Install the package "
+            "with `pip install .` (or `python setup.py build_ext --inplace` in a source "
+            "tree). If it is installed and you are in its source folder, Python imports "
+            "the unbuilt sources from the current folder: run from another folder, or use "
+            "the installed command (`pymegalmm demo`)."
         ) from exc
     return _kernels
 

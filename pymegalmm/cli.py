@@ -1,4 +1,4 @@
-"""Command line: ``python -m pymegalmm demo`` and ``python -m pymegalmm config``."""
+"""Command line: ``pymegalmm demo`` and ``pymegalmm config`` (also ``python -m pymegalmm ...``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m pymegalmm``."""
-    parser = argparse.ArgumentParser(prog="python -m pymegalmm", description=__doc__)
+    """Entry point of the ``pymegalmm`` command and of ``python -m pymegalmm``."""
+    parser = argparse.ArgumentParser(prog="pymegalmm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="fit a simulated multi-environment trial and compare "
                                        "prediction accuracy with univariate GBLUP")
