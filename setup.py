@@ -101,7 +101,7 @@ KERNELS_DIR = os.path.join("pymegalmm", "_kernels")
 # NumPy's random distributions, exposed to C extensions as a static library; only the
 # modules listed here call them
 NUMPY_RANDOM_LIB = os.path.join(os.path.dirname(np.__file__), "random", "lib")
-USES_NPYRANDOM = {"_random"}
+USES_NPYRANDOM = {"_random", "_shrinkage"}
 
 # PYMEGALMM_DEBUG_BUILD=1: bounds-checked, ASan/UBSan-instrumented kernels (see the
 # docstring); unset or 0: the normal optimised build

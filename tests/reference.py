@@ -543,18 +543,22 @@ def ref_sample_ard_delta(
     b1: float,
     a2: float,
     b2: float,
-    u: np.ndarray,
+    sweeps: int,
+    bit_generator: np.random.BitGenerator,
     trunc_point: float = 1.0,
 ) -> np.ndarray:
-    """Multiplicative-gamma-process sweeps of ``delta`` by inverse CDF (returns a copy).
+    """Multiplicative-gamma-process sweeps of ``delta`` (returns a copy).
 
-    For each row of ``u`` and ``h = 0..k-1`` (0-based) in order, with
+    For each of ``sweeps`` sweeps and ``h = 0..k-1`` (0-based) in order, with
     ``tauh = cumprod(delta)`` recomputed from the current values:
     ``rate_h = b + sum_{l >= h} (tauh_l / delta_h) s_l``;
-    ``delta_0 = F^-1(u) `` of ``Gamma(a1 + n_traits k/2, rate b1 + ...)``;
-    ``delta_h`` (``h >= 1``) from ``Gamma(a2 + n_traits (k-h)/2, rate b2 + ...)``
-    left-truncated at ``trunc_point``: ``p0 = F(trunc_point)``; ``delta_h = trunc_point``
-    if ``p0 > 0.999``, else ``F^-1(p0 + (1 - p0) u)``.
+    ``delta_0 ~ Gamma(a1 + n_traits k/2, rate b1 + ...)``;
+    ``delta_h`` (``h >= 1``) from ``Gamma(shape_h = a2 + n_traits (k-h)/2, rate b2 + ...)``
+    left-truncated at ``trunc_point``, with ``p0 = F(trunc_point)``:
+    ``trunc_point`` if ``p0 > 0.999``; else, if ``p0 <= 1/2``, untruncated draws repeated
+    until one is ``>= trunc_point``; else ``F^-1(p0 + (1 - p0) u)``.  ``p0`` is compared
+    through the quantiles ``F^-1(0.999)`` and ``F^-1(1/2)`` of ``Gamma(shape_h, 1)``.
+    The random numbers come one by one from ``Generator(bit_generator)``.
 
     Parameters
     ----------
@@ -566,8 +570,10 @@ def ref_sample_ard_delta(
         Number of traits.
     a1, b1, a2, b2 : float
         Shapes and rates of ``delta_1`` and ``delta_h``.
-    u : numpy.ndarray
-        ``(T, k)`` uniforms, one row per sweep.
+    sweeps : int
+        Number of sweeps.
+    bit_generator : numpy.random.BitGenerator
+        Source of the random numbers.
     trunc_point : float
         Lower truncation point of ``delta_h``, ``h >= 1``.
 
@@ -576,24 +582,29 @@ def ref_sample_ard_delta(
     numpy.ndarray
         ``(k,)`` updated ``delta``.
     """
+    gen = np.random.Generator(bit_generator)
     delta = np.array(delta, dtype=float, copy=True)
     k = delta.shape[0]
-    for row in u:
+    shapes = a2 + 0.5 * n_traits * (k - np.arange(k))
+    for _ in range(sweeps):
         for h in range(k):
             tauh = np.cumprod(delta)
             rate = np.sum(tauh[h:] / delta[h] * s[h:])
             if h == 0:
-                shape = a1 + 0.5 * n_traits * k
-                rate = b1 + rate
-                delta[h] = gammaincinv(shape, row[h]) / rate
+                delta[h] = gen.standard_gamma(a1 + 0.5 * n_traits * k) / (b1 + rate)
+                continue
+            shape, rate = shapes[h], b2 + rate
+            point = rate * trunc_point
+            if point > gammaincinv(shape, 0.999):  # p0 > 0.999
+                delta[h] = trunc_point
+            elif point <= gammaincinv(shape, 0.5):  # p0 <= 1/2: rejection
+                x = gen.standard_gamma(shape)
+                while x < point:
+                    x = gen.standard_gamma(shape)
+                delta[h] = x / rate
             else:
-                shape = a2 + 0.5 * n_traits * (k - h)
-                rate = b2 + rate
-                p0 = gammainc(shape, rate * trunc_point)
-                if p0 > 0.999:
-                    delta[h] = trunc_point
-                else:
-                    delta[h] = gammaincinv(shape, p0 + (1.0 - p0) * row[h]) / rate
+                p0 = gammainc(shape, point)
+                delta[h] = gammaincinv(shape, p0 + (1.0 - p0) * gen.random()) / rate
     return delta
 
 
@@ -670,7 +681,7 @@ def ref_sample_ard(
     ``tauh = cumprod(delta)`` (previous ``delta``), drawn as standard gammas
     ``pymegalmm.linalg.standard_gamma(rng, ., k, t)`` divided by the rate; then
     ``s_k = 0.5 sum_j tau_j phi_kj lambda_kj^2`` and the sweeps of
-    :func:`ref_sample_ard_delta` with ``u = rng.random((n_sweeps, k))``.
+    :func:`ref_sample_ard_delta` drawing from ``rng``'s bit generator.
 
     Parameters
     ----------
@@ -707,6 +718,6 @@ def ref_sample_ard(
     s = np.array([
         0.5 * sum(tau[j] * phi[kk, j] * Lambda[kk, j] ** 2 for j in range(t)) for kk in range(k)
     ])
-    u = rng.random((n_sweeps, k))
-    new_delta = ref_sample_ard_delta(delta, s, float(t), a1, b1, a2, b2, u)
+    new_delta = ref_sample_ard_delta(delta, s, float(t), a1, b1, a2, b2, n_sweeps,
+                                     rng.bit_generator)
     return phi, new_delta

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.stats
 from reference import (
     chol_upper,
     ref_grid_probabilities,
@@ -25,6 +26,7 @@ from reference import (
     ref_schur_complement,
     ref_weighted_cross_products,
 )
+from scipy.special import gammainc
 
 from pymegalmm import _kernels as K
 from pymegalmm import sampler
@@ -448,19 +450,21 @@ def test_sample_diagonal_effects_rejects_bad_shapes():
 @pytest.mark.parametrize(
     "k, T, n_traits, s_scale",
     [(1, 1, 1.0, 1.0), (2, 10, 5.0, 1.0), (5, 30, 50.0, 0.5), (15, 20, 1000.0, 0.01),
-     (6, 10, 20.0, 50.0), (4, 5, 3.0, 1e-4)],
+     (6, 10, 20.0, 50.0), (4, 5, 3.0, 1e-4), (15, 100, 19.0, 0.05)],
 )
 def test_sample_ard_delta_matches_reference(k, T, n_traits, s_scale):
     rng = np.random.default_rng(500 + k + T)
     delta0 = np.r_[rng.gamma(2.0, 1.0, size=1), 1.0 + rng.gamma(2.0, 1.0, size=k - 1)]
     s = np.ascontiguousarray(rng.gamma(1.0, 1.0, size=k) * s_scale * n_traits)
-    u = np.ascontiguousarray(rng.random((T, k)))
     a1, b1, a2, b2 = 2.0, 1.0, 3.0, 1.0
     delta = delta0.copy()
-    K.sample_ard_delta(delta, s, n_traits, a1, b1, a2, b2, u)
-    expected = ref_sample_ard_delta(delta0, s, n_traits, a1, b1, a2, b2, u)
+    bg, bg_ref = np.random.PCG64(7 + k), np.random.PCG64(7 + k)
+    K.sample_ard_delta(delta, s, n_traits, a1, b1, a2, b2, T, bg)
+    expected = ref_sample_ard_delta(delta0, s, n_traits, a1, b1, a2, b2, T, bg_ref)
     assert_close(delta, expected)
     assert np.all(delta[1:] >= 1.0)
+    # both consumed the same random numbers
+    assert bg.state == bg_ref.state
 
 
 def test_sample_ard_delta_truncation_branch():
@@ -472,10 +476,10 @@ def test_sample_ard_delta_truncation_branch():
     """
     s = np.array([1e-3, 1.0])
     a1, b1, a2, b2, n_traits = 1e4, 1.0, 1.0, 1.0, 1.0
-    u = np.random.default_rng(51).random((3, 2))
     delta = np.array([1.0, 2.0])
-    K.sample_ard_delta(delta, s, n_traits, a1, b1, a2, b2, u)
-    expected = ref_sample_ard_delta(np.array([1.0, 2.0]), s, n_traits, a1, b1, a2, b2, u)
+    K.sample_ard_delta(delta, s, n_traits, a1, b1, a2, b2, 3, np.random.PCG64(51))
+    expected = ref_sample_ard_delta(np.array([1.0, 2.0]), s, n_traits, a1, b1, a2, b2, 3,
+                                    np.random.PCG64(51))
     assert delta[1] == 1.0 and expected[1] == 1.0
     assert_close(delta, expected)
 
@@ -484,17 +488,59 @@ def test_sample_ard_delta_trunc_point():
     rng = np.random.default_rng(52)
     k = 5
     s = np.ascontiguousarray(rng.gamma(1.0, 1.0, size=k))
-    u = np.ascontiguousarray(rng.random((8, k)))
     delta = np.full(k, 3.0)
-    K.sample_ard_delta(delta, s, 4.0, 2.0, 1.0, 3.0, 1.0, u, trunc_point=2.0)
-    expected = ref_sample_ard_delta(np.full(k, 3.0), s, 4.0, 2.0, 1.0, 3.0, 1.0, u, 2.0)
+    K.sample_ard_delta(delta, s, 4.0, 2.0, 1.0, 3.0, 1.0, 8, np.random.PCG64(52),
+                       trunc_point=2.0)
+    expected = ref_sample_ard_delta(np.full(k, 3.0), s, 4.0, 2.0, 1.0, 3.0, 1.0, 8,
+                                    np.random.PCG64(52), 2.0)
     assert_close(delta, expected)
     assert np.all(delta[1:] >= 2.0)
 
 
+def test_sample_ard_delta_draws_the_truncated_gamma():
+    """Each draw follows its conditional: the probability integral transforms are uniform.
+
+    One sweep over k = 2 from a fixed ``delta``: ``delta_1 ~ Gamma(a1 + p, b1 + s_1 +
+    delta_2 s_2)`` and, given the new ``delta_1``, ``delta_2 ~ Gamma(a2 + p/2, b2 +
+    delta_1 s_2)`` truncated at 1.  ``s_2`` varies over the replications so that
+    ``P0 = F(1)`` of ``delta_2`` covers the rejection branch (``P0 <= 1/2``) and the
+    inverse-CDF branch (``1/2 < P0 <= 0.999``) about equally; the transforms
+    ``F(delta_1)`` and ``(F(delta_2) - P0) / (1 - P0)`` are uniform for an exact sampler
+    whatever the branch.  Threshold: with a fixed seed, p > 1e-3 for the KS tests.  Two
+    deliberately wrong kernels fail it (checked by hand): rejecting below half the
+    truncation point in the rejection branch, and using ``u ** 1.1`` for ``u`` in the
+    inverse-CDF branch (p = 6e-5).
+    """
+    rng = np.random.default_rng(2026)
+    bg = np.random.PCG64(2026)
+    # a large a1 keeps delta_1 away from 0, so that rate_2 = b2 + delta_1 s_2 reaches
+    # the inverse-CDF branch for the larger s_2
+    a1, b1, a2, b2, p = 50.0, 1.0, 3.0, 1.0, 10.0
+    reps = 6000
+    u1, u2, p0s = np.empty(reps), np.empty(reps), np.empty(reps)
+    for r in range(reps):
+        s = np.array([0.5, rng.uniform(0.02, 0.45)])
+        delta = np.array([1.5, 2.0])
+        K.sample_ard_delta(delta, s, p, a1, b1, a2, b2, 1, bg)
+        u1[r] = gammainc(a1 + p, (b1 + s[0] + 2.0 * s[1]) * delta[0])
+        rate2 = b2 + delta[0] * s[1]
+        p0 = gammainc(a2 + 0.5 * p, rate2)
+        p0s[r] = p0
+        u2[r] = (gammainc(a2 + 0.5 * p, rate2 * delta[1]) - p0) / (1.0 - p0)
+    keep = p0s <= 0.999  # above it, delta_2 = 1 (R's rule), not a draw
+    assert 0.2 < np.mean(p0s <= 0.5) < 0.8 and np.mean(keep & (p0s > 0.5)) > 0.2
+    assert scipy.stats.kstest(u1, "uniform").pvalue > 1e-3
+    assert scipy.stats.kstest(u2[keep & (p0s <= 0.5)], "uniform").pvalue > 1e-3
+    assert scipy.stats.kstest(u2[keep & (p0s > 0.5)], "uniform").pvalue > 1e-3
+
+
 def test_sample_ard_delta_rejects_bad_shapes():
     with pytest.raises(ValueError):
-        K.sample_ard_delta(np.ones(3), np.ones(2), 1.0, 2.0, 1.0, 3.0, 1.0, np.full((1, 3), 0.5))
+        K.sample_ard_delta(np.ones(3), np.ones(2), 1.0, 2.0, 1.0, 3.0, 1.0, 1,
+                           np.random.PCG64(0))
+    with pytest.raises(ValueError, match="sweeps"):
+        K.sample_ard_delta(np.ones(3), np.ones(3), 1.0, 2.0, 1.0, 3.0, 1.0, -1,
+                           np.random.PCG64(0))
 
 
 # ---------------------------------------------------------------------------

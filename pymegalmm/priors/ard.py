@@ -250,10 +250,10 @@ class ARDPrior(LambdaPrior):
         phi = np.asfortranarray(gamma / (0.5 * (nu + tauh[:, None] * lam2_tau)))
         s_k = 0.5 * (lam2_tau * phi).sum(axis=1)
         delta = np.array(state["delta"], dtype=float, copy=True)
-        u = rng.random((self.delta_iterations_factor, k))
         kernels_module().sample_ard_delta(
             delta, s_k, float(t), self.delta_1.shape, self.delta_1.rate,
-            self.delta_2.shape, self.delta_2.rate, u,
+            self.delta_2.shape, self.delta_2.rate, self.delta_iterations_factor,
+            rng.bit_generator,
         )
         return {"Lambda_phi": phi, "delta": delta}
 
@@ -303,10 +303,10 @@ class ARDPrior(LambdaPrior):
         phi = np.asfortranarray(gamma / (0.5 * (nu + tauh[:, None] * lam2_tau)))
         s_k = 0.5 * (lam2_tau * phi).sum(axis=1) + 0.5 * (np.square(beta) / v[:, grp]).sum(axis=1)
         delta = np.array(state["delta"], dtype=float, copy=True)
-        u = rng.random((self.delta_iterations_factor, k))
         kernels_module().sample_ard_delta(
             delta, s_k, float(t + q), self.delta_1.shape, self.delta_1.rate,
-            self.delta_2.shape, self.delta_2.rate, u,
+            self.delta_2.shape, self.delta_2.rate, self.delta_iterations_factor,
+            rng.bit_generator,
         )
         return {"Lambda_phi": phi, "delta": delta, "Lambda_beta": np.asfortranarray(beta),
                 "Lambda_beta_var": v}
