@@ -52,6 +52,10 @@ m.close()
 print("@@" + json.dumps({"wall": wall, "ms_per_iter_per_chain": wall / iters * 1e3}))
 """
 
+#: libgomp's spin count for the "spin" mode: waiting threads spin this many times, then
+#: sleep (``GOMP_SPINCOUNT``, with ``OMP_WAIT_POLICY`` unset)
+SPIN = "1000"
+
 _BUSY = "import time\nwhile True:\n    pass\n"
 
 
@@ -92,6 +96,7 @@ def run(t: int, iters: int) -> None:
     print(f"load average before: {os.getloadavg()}")
     print(f"case: n=500, t={t}, 15 factors, 20 grid points, {iters} iterations per chain\n")
     passive, active = {"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}
+    modes = (("passive", passive), ("spin", {"GOMP_SPINCOUNT": SPIN}), ("active", active))
 
     seq = _results(_start(t, iters, 2, 1, 0, passive))[0]["wall"]
     par = _results(_start(t, iters, 2, 0, 0, passive))[0]["wall"]
@@ -99,7 +104,7 @@ def run(t: int, iters: int) -> None:
     print(f"2 chains in 2 processes x 1 thread:                 {par:7.2f} s   "
           f"speed-up {seq / par:.2f}x")
 
-    for name, env in (("passive", passive), ("active", active)):
+    for name, env in modes:
         both = max(r["wall"] for r in _results(*[_start(t, iters, 1, 1, 2, env)
                                                   for _ in range(2)]))
         print(f"2 programs at once, 2 threads each ({name:7s} waiting): {both:7.2f} s   "
@@ -107,7 +112,7 @@ def run(t: int, iters: int) -> None:
 
     print()
     idle = {}
-    for name, env in (("passive", passive), ("active", active)):
+    for name, env in modes:
         idle[name] = _results(_start(t, iters, 1, 1, 2, env))[0]["ms_per_iter_per_chain"]
         busy = subprocess.Popen([sys.executable, "-c", _BUSY])
         try:
@@ -117,7 +122,8 @@ def run(t: int, iters: int) -> None:
             busy.wait()
         print(f"1 chain, 2 threads, {name:7s} waiting: idle {idle[name]:7.2f} ms/iter, one core "
               f"busy {loaded:7.2f} ms/iter ({loaded / idle[name]:.2f}x)")
-    print(f"\npassive / active on the idle machine: {idle['passive'] / idle['active']:.2f}")
+    print(f"\npassive / active on the idle machine: {idle['passive'] / idle['active']:.2f}; "
+          f"spin / active: {idle['spin'] / idle['active']:.2f}")
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -28,16 +28,29 @@ def _libgomp_loaded() -> bool:
         return False
 
 
-def set_wait_policy() -> str:
-    """Make idle OpenMP threads sleep instead of spin, unless the user chose otherwise.
+#: libgomp's spin count set by :func:`set_wait_policy`: an idle OpenMP thread spins this
+#: many times, then sleeps.
+SPIN_COUNT = "1000"
 
-    Spinning threads keep a core busy while they wait at a barrier; when anything
-    else runs on the machine (another program, another chain in a parallel
-    process) they steal its time, and an iteration became 5-7x slower (issue 13;
-    ``benchmarks/contention.py`` measures it).  Passive waiting costs a little on
-    an idle machine and saves that collapse.  ``OMP_WAIT_POLICY`` (or libgomp's
-    ``GOMP_SPINCOUNT``) set by the user is respected.  Must run before the kernels
-    load the OpenMP runtime, i.e. at ``import pymegalmm``.
+
+def set_wait_policy() -> str:
+    """Make idle OpenMP threads spin briefly, then sleep, unless the user chose otherwise.
+
+    Threads that spin until the next parallel region keep a core busy while they wait;
+    when anything else runs on the machine (another program, another chain in a
+    parallel process) they steal its time, and an iteration became 5-7x slower (issue
+    13).  Threads that sleep at once (``OMP_WAIT_POLICY=PASSIVE``, the default until
+    issue 15's fifth round) must be woken for each of the dozens of short kernels of
+    an iteration, which on this project's 2-core virtual machines cost 10-15 % of an
+    iteration at ``t = 1000``.  A brief spin (libgomp's ``GOMP_SPINCOUNT=1000``) keeps
+    the threads awake across the gaps between kernels and still sleeps when the
+    program waits longer (``benchmarks/chains.py``, measured on 2 cores at
+    ``t = 1000``: idle 7.05 ms per iteration, against 7.77 passive and 6.65 spinning;
+    with one core busy 12.6, against 11.6 and 22.3).  LLVM's OpenMP runtime does not
+    read ``GOMP_SPINCOUNT``; ``KMP_BLOCKTIME=0`` makes its threads sleep at once, as
+    before.  ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` set by the
+    user are respected.  Must run before the kernels load the OpenMP runtime, i.e. at
+    ``import pymegalmm``.
 
     Returns
     -------
@@ -45,14 +58,17 @@ def set_wait_policy() -> str:
         What is in force, as :func:`show_config` reports it.
     """
     global WAIT_POLICY
-    user = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    user = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+            if k in os.environ}
     if user:
         WAIT_POLICY = "as set by " + ", ".join(f"{k}={v}" for k, v in user.items())
     elif _libgomp_loaded():
         WAIT_POLICY = "OpenMP runtime's default (it was loaded before pymegalmm)"
     else:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        WAIT_POLICY = "passive (set by pymegalmm; OMP_WAIT_POLICY=ACTIVE to change)"
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+        os.environ["KMP_BLOCKTIME"] = "0"
+        WAIT_POLICY = (f"brief spin, then sleep (GOMP_SPINCOUNT={SPIN_COUNT}, set by pymegalmm; "
+                       "OMP_WAIT_POLICY=PASSIVE or ACTIVE to change)")
     return WAIT_POLICY
 
 

@@ -335,7 +335,7 @@ class MegaLMM:
             if self._kernel_threads is None and \
                     self.design.n * self.design.n_traits < SMALL_PROBLEM_CELLS:
                 # a small iteration gains less from a second thread than waking it costs
-                # (idle OpenMP threads sleep: _config.set_wait_policy); same draws
+                # (idle OpenMP threads soon sleep: _config.set_wait_policy); same draws
                 self._kernel_threads, self._threads = 1, 1
             if not self.design.random:
                 raise ValueError("the formula has no random-effect term; MegaLMM needs at "

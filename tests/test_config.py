@@ -59,3 +59,36 @@ def test_python_dash_m_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pymegalmm", "config"], capture_output=True,
                          text=True, check=True, cwd=tmp_path).stdout
     assert "pymegalmm" in out and "kernels            built" in out
+
+
+_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+_SHOW_WAIT = ("import os, pymegalmm; from pymegalmm import _config; "
+              "print(_config.WAIT_POLICY); "
+              "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('KMP_BLOCKTIME'))")
+
+
+def _wait_policy_in_fresh_process(tmp_path, **env):
+    """The wait policy a fresh interpreter reports, with only ``env``'s OpenMP variables."""
+    import os
+
+    clean = {k: v for k, v in os.environ.items() if k not in _WAIT_VARS}
+    out = subprocess.run([sys.executable, "-c", _SHOW_WAIT], capture_output=True, text=True,
+                         check=True, cwd=tmp_path, env={**clean, **env}).stdout
+    return out.splitlines()
+
+
+def test_wait_policy_default_is_a_brief_spin(tmp_path):
+    """Unset, pymegalmm asks libgomp for a brief spin and LLVM's runtime to sleep at once."""
+    policy, values = _wait_policy_in_fresh_process(tmp_path)
+    assert policy.startswith("brief spin") and f"GOMP_SPINCOUNT={_config.SPIN_COUNT}" in policy
+    assert values == f"{_config.SPIN_COUNT} 0"
+
+
+@pytest.mark.parametrize("var, value", [("OMP_WAIT_POLICY", "PASSIVE"),
+                                        ("GOMP_SPINCOUNT", "0"), ("KMP_BLOCKTIME", "200")])
+def test_wait_policy_respects_the_users_choice(tmp_path, var, value):
+    policy, values = _wait_policy_in_fresh_process(tmp_path, **{var: value})
+    assert policy == f"as set by {var}={value}"
+    spin, blocktime = values.split()
+    assert spin == (value if var == "GOMP_SPINCOUNT" else "None")
+    assert blocktime == (value if var == "KMP_BLOCKTIME" else "None")

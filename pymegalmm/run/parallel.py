@@ -10,9 +10,9 @@ draws as in the parent: the same code, the chain's own generator, and draws that
 do not depend on the number of threads.
 
 Threads: ``processes x threads`` never exceeds the cores given (``n_threads``,
-default the cores this process may use), and idle OpenMP threads sleep (see
-:func:`pymegalmm._config.set_wait_policy`), so chains do not steal each other's
-cores.
+default the cores this process may use), and idle OpenMP threads spin only briefly
+before they sleep (see :func:`pymegalmm._config.set_wait_policy`), so chains do not
+steal each other's cores.
 """
 
 from __future__ import annotations
