@@ -235,8 +235,11 @@ def test_lambda_cross_product_ignores_factor_order_and_sign(post: xr.Dataset) ->
     lam_b, lam_a = (d[d["variable"] == "Lambda"]["rhat"] for d in (before, after))
     assert not np.allclose(lam_a, lam_b)
     # in this fit the chains already order the factors differently: the loadings look
-    # unconverged (R-hat about 2) while their cross product does not
-    assert lam_b.max() > 1.5 > 1.1 > ltl_b["rhat"].max()
+    # unconverged (R-hat about 2) and worse than their cross product, which no relabelling
+    # affects (over seeds 1-8 of this fixture: Lambda's largest R-hat 1.76-2.57, LtL's
+    # 1.17-1.67, lower in each; LtL's own reflects the surplus factor's slow mixing in 50
+    # draws per chain)
+    assert lam_b.max() > 1.5 and lam_b.max() > ltl_b["rhat"].max()
 
 
 def test_large_quantities_keep_diagonal_and_worst(post: xr.Dataset, monkeypatch) -> None:
@@ -424,9 +427,9 @@ def test_too_few_factors_warning(tmp_path, k_true: int, n_factors: int, warns: b
     """80 rows x 10 traits, 2 chains of 50 draws (seed 1).  Two factors for four true
     ones: each carries 15-20% of the variance in every draw (we measured 17-23% over
     three seeds), far above 1%.  Five factors for two: the three superfluous ones are
-    shrunk by ARD; the smallest share per draw has median 0.2-0.3% and exceeded 1% in
-    no draw with this seed (at most 62% of a chain's draws over three seeds, below
-    the 90% the warning needs)."""
+    shrunk by ARD; over seeds 1-8 the smallest share per draw had a median of
+    0.3-1.6% per chain and exceeded 1% in at most 86% of a chain's draws (seed 1: 68%),
+    below the 90% the warning needs."""
     m = fit_model(tmp_path, k_true, n_factors, t=10, burn=100, n_iter=200)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
@@ -441,7 +444,7 @@ def test_too_few_factors_warning(tmp_path, k_true: int, n_factors: int, warns: b
         assert "WARNING: too few factors? In chain 0, 1" in text
     else:
         assert not caught and report.attrs["too_few"] == []
-        assert max(smallest) < 0.5
+        assert max(v["median"] for v in report.attrs["smallest"].values()) < 0.02
         text = str(Summary.from_posterior(m.posterior, "ample factors"))
         assert "no sign of too few factors" in text
 
