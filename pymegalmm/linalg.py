@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import scipy.linalg
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ._config import kernels_module
 
@@ -111,7 +111,22 @@ def standard_gamma(rng: np.random.Generator, shape: float, rows: int, cols: int
 
 _BLAS_LOCK = threading.Lock()
 _BLAS_USERS = 0
-_BLAS_LIMITS: threadpool_limits | None = None
+_BLAS_LIMITS = None  # threadpoolctl's limiter while a context is open
+_BLAS_CONTROLLER: ThreadpoolController | None = None
+
+
+def _blas_controller() -> ThreadpoolController:
+    """threadpoolctl's view of the loaded thread pools, built once per process.
+
+    Building it scans the process's shared libraries (about 3 ms, measured at every
+    ``sample()`` call before it was kept); the BLAS libraries the sampler calls, NumPy's
+    and SciPy's, are loaded when pymegalmm is imported (this module imports
+    ``scipy.linalg``), before the first use.
+    """
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER
 
 
 @contextmanager
@@ -126,7 +141,7 @@ def single_threaded_blas() -> Iterator[None]:
     global _BLAS_USERS, _BLAS_LIMITS
     with _BLAS_LOCK:
         if _BLAS_USERS == 0:
-            _BLAS_LIMITS = threadpool_limits(limits=1, user_api="blas")
+            _BLAS_LIMITS = _blas_controller().limit(limits=1, user_api="blas")
         _BLAS_USERS += 1
     try:
         yield
