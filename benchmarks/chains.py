@@ -13,15 +13,17 @@ Cases (each in a fresh process, so that OpenMP reads its settings at start-up):
    each).  Speed-up = sequential / parallel.
 3. **oversubscribed**: two independent programs at once, each one chain with 2
    threads on the 2 cores (4 threads on 2 cores), with OpenMP threads waiting
-   passively (pymegalmm's default) and actively (``OMP_WAIT_POLICY=ACTIVE``, the
-   spinning that made an iteration 5-7x slower under contention).  The figure is
+   passively (``OMP_WAIT_POLICY=PASSIVE``, the default until issue 15's fifth round),
+   spinning briefly (``GOMP_SPINCOUNT=1000``, pymegalmm's default now) and actively
+   (``OMP_WAIT_POLICY=ACTIVE``, the spinning that made an iteration 5-7x slower under
+   contention).  The figure is
    the wall time for both programs next to the sequential case: <= 1 means running
    them together is not slower than one after the other.
 4. **contention**: one chain with 2 threads while another process keeps one core
-   busy (a Python busy loop), passive vs active waiting: ms per iteration, and the
+   busy (a Python busy loop), the three ways of waiting: ms per iteration, and the
    ratio to the same run on the idle machine.
 5. **small data** (``--small``): one chain, t in {20, 100, 1000}, 1 vs 2 kernel threads
-   with passive waiting (and 2 with active): why data under
+   with each way of waiting: why data under
    ``pymegalmm.model.SMALL_PROBLEM_CELLS`` cells sample on one thread by default.
 """
 
@@ -128,15 +130,18 @@ def run(t: int, iters: int) -> None:
 
 
 def small(iters: int = 200) -> None:
-    """Section 5: 1 vs 2 kernel threads for small t."""
+    """Section 5: 1 vs 2 kernel threads for small t, with each way of waiting."""
     print(f"load average before: {os.getloadavg()}")
     passive, active = {"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}
-    print("t      1 thread  2 threads  2 threads (active waiting)   ms/iteration")
+    spin = {"GOMP_SPINCOUNT": SPIN}
+    print("ms/iteration: 1 thread, then 2 threads waiting passively / spinning briefly "
+          "(the default) / actively")
+    print("t      1 thread  2 passive  2 brief spin  2 active")
     for t in (20, 100, 1000):
-        one = _results(_start(t, iters, 1, 1, 1, passive))[0]["ms_per_iter_per_chain"]
-        two = _results(_start(t, iters, 1, 1, 2, passive))[0]["ms_per_iter_per_chain"]
-        act = _results(_start(t, iters, 1, 1, 2, active))[0]["ms_per_iter_per_chain"]
-        print(f"{t:<6} {one:9.2f} {two:10.2f} {act:27.2f}")
+        one = _results(_start(t, iters, 1, 1, 1, spin))[0]["ms_per_iter_per_chain"]
+        two = [_results(_start(t, iters, 1, 1, 2, env))[0]["ms_per_iter_per_chain"]
+               for env in (passive, spin, active)]
+        print(f"{t:<6} {one:9.2f} {two[0]:10.2f} {two[1]:13.2f} {two[2]:9.2f}")
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -21,8 +21,12 @@ kernels behind the column-LMM step on ``n x t`` random data of the scaling case 
 
 beside the DGEMM rate measured in the same process (NumPy, a square product, the
 same threads as the kernels) and, for the three products, NumPy's own product of
-the same shapes on those threads (``(E o E)' W'``, ``X' (W o Y)``).  Needs an idle
-machine.
+the same shapes on those threads (``(E o E)' W'``, ``X' (W o Y)``).  Then the ARD
+prior's whole update (step 7: ``phi`` and 100 sweeps of ``delta``, kernel
+``sample_ard_delta``), ``ARDPrior().update`` with ``k`` factors and ``t`` traits
+(``--ard K T ...``; default 15 x 1000, the scaling case, 20 x 60 and 15 x 19, the
+vignette's), chained from its own output after 20 updates of warm-up, on loadings
+that shrink with the factor.  Needs an idle machine.
 """
 
 from __future__ import annotations
@@ -96,6 +100,25 @@ def case(n: int, t: int, G: int, p: int, threads: int) -> list[list[str]]:
     return rows
 
 
+def ard_case(k: int, t: int) -> list[str]:
+    """Row of the ARD table: milliseconds per ``ARDPrior().update`` for ``k x t`` loadings."""
+    from pymegalmm.priors import ARDPrior
+
+    rng = np.random.default_rng(1)
+    prior = ARDPrior()
+    Lambda = np.asfortranarray(rng.standard_normal((k, t)) * np.exp(-0.3 * np.arange(k))[:, None])
+    tau = rng.gamma(4.0, 0.5, size=t)
+    state = [{"Lambda_phi": np.ones((k, t), order="F"), "delta": np.ones(k)}]
+
+    def update() -> None:
+        state[0] = prior.update(Lambda, tau, state[0], rng)
+
+    for _ in range(20):
+        update()
+    seconds = time_products([("ard", update)], min_repeats=50, min_seconds=0.5)["seconds"]
+    return [f"k={k} t={t}", f"{seconds * 1e3:.3f}"]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--t", type=int, nargs="+", default=[1000, 20000])
@@ -104,7 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--p", type=int, default=16, help="regressors (factors + fixed)")
     parser.add_argument("--threads", type=int, default=None,
                         help="kernel threads (default: the kernels' default)")
+    parser.add_argument("--ard", type=int, nargs="+", default=[15, 1000, 20, 60, 15, 19],
+                        help="ARD update sizes, pairs of factors and traits")
     args = parser.parse_args(argv)
+    if len(args.ard) % 2:
+        parser.error("--ard takes pairs: factors traits [factors traits ...]")
     from pymegalmm import _kernels as K
 
     threads = args.threads or K.openmp_max_threads()
@@ -114,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
           f"DGEMM rate (1000^3, {threads} thread(s)): {rate / 1e9:.1f} GFLOP/s")
     rows = [row for t in args.t for row in case(args.n, t, args.grid, args.p, threads)]
     print(table(["kernel", "ms", "GFLOP/s", "NumPy ms"], rows))
+    pairs = list(zip(args.ard[::2], args.ard[1::2], strict=True))
+    print("\nARD update (phi and 100 delta sweeps), one call:")
+    print(table(["factors x traits", "ms"], [ard_case(k, t) for k, t in pairs]))
     print(f"load average after: {load_average()}")
 
 

@@ -88,8 +88,9 @@ def _picklable(functions: Mapping[str, Any]) -> dict[str, Any]:
 
 #: Below this many cells (rows x traits) the kernels run on one thread unless
 #: ``Control.n_threads`` says otherwise.  Measured on 2 idle cores, n = 500, 15 factors,
-#: sleeping OpenMP threads: t = 20: 1 thread 1.95 ms/iteration, 2 threads 2.91; t = 100:
-#: 3.06 vs 3.54; t = 1000: 15.5 vs 11.1 (``python benchmarks/chains.py --small``).
+#: OpenMP threads spinning briefly (the default): t = 20: 1 thread 1.24 ms/iteration,
+#: 2 threads 1.59; t = 100: 2.03 vs 2.04; t = 1000: 11.6 vs 7.3
+#: (``python benchmarks/chains.py --small``).
 SMALL_PROBLEM_CELLS = 150_000
 
 
