@@ -2,13 +2,17 @@
 
 Every kernel works on plain contiguous float64 arrays and knows nothing about
 names, formulas or pandas.  Per-trait arrays (``n x t``, ``p x t``, ...) are
-Fortran-ordered so that one trait's column is contiguous.  All random numbers
-are drawn beforehand by the chain's ``numpy.random.Generator`` and passed in,
-and each trait is processed by exactly one thread with a fixed operation order,
-so the results are bit-identical for any number of threads.
+Fortran-ordered so that one trait's column is contiguous.  Random numbers are
+drawn beforehand by the chain's ``numpy.random.Generator`` and passed in, or, where
+their count is not known beforehand (``fill_random_blocks``; the rejection draws of
+``sample_ard_delta``, which run serially), drawn inside from NumPy bit generators
+passed in, with NumPy's own distribution functions.  Each trait is processed by
+exactly one thread with a fixed operation order, so the results are bit-identical
+for any number of threads.
 
 The slow, obvious NumPy versions of these kernels live in ``tests/reference.py``;
-the tests check that both agree on the same pre-drawn random numbers.
+the tests check that both agree on the same random numbers (the same pre-drawn
+arrays, or bit generators in the same state).
 
 The kernels are split by topic into compiled modules; this package re-exports
 all of them, so callers use ``pymegalmm._kernels.<name>`` only:
