@@ -80,6 +80,8 @@ def _wait_policy_in_fresh_process(tmp_path, **env):
 def test_wait_policy_default_is_a_brief_spin(tmp_path):
     """Unset, pymegalmm asks libgomp for a brief spin and LLVM's runtime to sleep at once."""
     policy, values = _wait_policy_in_fresh_process(tmp_path)
+    if policy.startswith("OpenMP runtime's default"):  # e.g. a NumPy built on GNU OpenMP
+        pytest.skip("libgomp was loaded before pymegalmm in this environment")
     assert policy.startswith("brief spin") and f"GOMP_SPINCOUNT={_config.SPIN_COUNT}" in policy
     assert values == f"{_config.SPIN_COUNT} 0"
 
