@@ -147,3 +147,28 @@ def test_recorded_values_equal_the_parameters_and_expected_values_apart(met):
     for name, value in apart.items():
         np.testing.assert_allclose(values[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
     np.testing.assert_allclose(expected, transform.expected_Y(s, d), rtol=1e-12, atol=1e-12)
+
+
+def test_recorded_expected_values_of_one_group_in_rows_equal_the_rotated_ones(tmp_path):
+    """One trait group: the recorder forms E[Y] in the original rows from ``U_R`` per level
+    (``Z u_levels``, sparse) and ``F Lambda``, instead of unrotating the rotated mean (an
+    ``n x n x t`` product); both give the same values to rounding, and ``to_levels`` (a
+    tiled product) equals ``S v``."""
+    from pymegalmm.core.mean import eta_mean
+
+    sim = datasets.simulate_factor_data(n=60, t=7, k_true=2, n_markers=200, seed=3)
+    m = MegaLMM(sim.Y, sim.formula, data=sim.data, relmat={"ID": sim.K}, n_factors=3,
+                h2_divisions=8, burn=0, seed=4, verbose=False, run_dir=tmp_path / "run")
+    m.burn_in(rounds=1, iterations=5, progress=False)
+    s, d, transform = m.chains[0].state, m.data, m._transform
+    g = d.groups[0]
+    assert d.single_group and g.re.levels_map_rows
+    levels = transform.residual_effects_levels(s, d)
+    np.testing.assert_allclose(levels, g.re.to_levels_matrix @ s.U_R, rtol=0,
+                               atol=1e-12 * np.abs(levels).max())
+    _, expected = transform.record_values(s, d)
+    rotated = transform.expected_Y(s, d)
+    np.testing.assert_allclose(expected, rotated, rtol=0, atol=1e-12 * np.abs(rotated).max())
+    in_rows = eta_mean(s, d, F=d.factor_re.unrotate(s.QtF), U_R_levels=levels)
+    np.testing.assert_allclose(in_rows, eta_mean(s, d), rtol=0,
+                               atol=1e-12 * np.abs(in_rows).max())

@@ -34,18 +34,22 @@ def eta_mean(s: ChainState, d: ModelData, cis: bool = True, F: np.ndarray | None
         out = eta_mean(s, d, cis=False, F=F, U_R_levels=U_R_levels)
         out += d.cis.mean(s.cis_effects)
         return out
-    if d.single_group:
+    if d.single_group and not (U_R_levels is not None and d.groups[0].re.levels_map_rows):
         g = d.groups[0]  # rotated Z U_R + F Lambda + X1 B1, then back to the original rows
         mean = matmul(s.QtF, s.Lambda, out=g.re.genetic_values(s.U_R), beta=1.0)
         if "B2_R" in s.extra:  # extra regressions X2 B2_R
             mean = matmul(d.regressions.QtX2[0], s.extra["B2_R"], out=mean, beta=1.0)
         return g.re.unrotate(matmul(g.QtX1, s.B1, out=mean, beta=1.0))
+    # in the original rows: with one group this avoids the n x n x t unrotation when the
+    # levels map to rows by a sparse Z (the recorder has them)
     out = matmul(d.factor_re.unrotate(s.QtF) if F is None else F, s.Lambda)
     matmul(d.X1, s.B1, out=out, beta=1.0)
     if "B2_R" in s.extra:
         matmul(d.regressions.X2, s.extra["B2_R"], out=out, beta=1.0)
     for g in d.groups:
-        if g.cols.size:
+        if g.cols.size == d.t:  # every trait: no gather/scatter copies
+            out += g.re.genetic_values_all_rows(s.U_R, levels=U_R_levels)
+        elif g.cols.size:
             out[:, g.cols] += g.re.genetic_values_all_rows(
                 np.asfortranarray(s.U_R[:, g.cols]),
                 levels=None if U_R_levels is None else U_R_levels[:, g.cols])

@@ -16,6 +16,8 @@ column-LMM step (:mod:`pymegalmm.core.column_lmm`) never branches on it:
 ``genetic_values(v)``            ``Z u`` in the rotated rows
 ``genetic_values_all_rows(v)``   ``Z u`` over every row of the data (not rotated)
 ``to_levels(v)``                 random effects per level of K
+``levels_map_rows``              whether ``genetic_values_all_rows(v, levels)`` is a
+                                 sparse product of the levels (cheaper than ``unrotate``)
 ``n_coef``                       coefficients per column
 ==============================  ===================================================
 
@@ -57,6 +59,9 @@ class RandomEffectsBackend(Protocol):
     grid: np.ndarray
     log_det: np.ndarray
     to_levels_matrix: np.ndarray
+    #: ``genetic_values_all_rows(v, levels)`` maps the levels to rows with a sparse
+    #: product (one random effect of full rank, a sparse ``Z``)
+    levels_map_rows: bool
 
     @property
     def n_coef(self) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from ...linalg import matmul
 from .base import GramStats, _as_dense
 
 
@@ -53,7 +54,7 @@ class DenseRandomEffects:
         self.n, self.r = self.Z.shape
         self.sizes = [z.shape[1] for z in ZLs]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
-        self.to_levels_matrix = sla.block_diag(*[_as_dense(L) for L in Ls])
+        self.to_levels_matrix = np.asfortranarray(sla.block_diag(*[_as_dense(L) for L in Ls]))
         ZK = [_as_dense(z @ K @ z.T) if sp.issparse(z) else z @ K @ z.T
               for z, K in zip(ZLs, K_tildes, strict=True)]
         K_inv = [sla.inv(K) for K in K_tildes]
@@ -176,7 +177,10 @@ class DenseRandomEffects:
 
     def to_levels(self, u: np.ndarray) -> np.ndarray:
         """Random effects per level (all effects stacked) from coefficients ``u``."""
-        return self.to_levels_matrix @ u
+        return matmul(self.to_levels_matrix, u)
+
+    #: levels are not mapped to rows by a sparse product here
+    levels_map_rows = False
 
     def genetic_values_all_rows(self, u: np.ndarray, levels: np.ndarray | None = None
                                 ) -> np.ndarray:

@@ -233,7 +233,7 @@ class DiagonalRandomEffect:
         self.d_rows = np.zeros(n)  # (n,) eigenvalue of ZKZ' per rotated row
         self.d_rows[:n_pos] = d[:n_pos]
         self.n_pos = n_pos
-        self.to_levels_matrix = np.ascontiguousarray(  # (r_levels, r); L = I: S itself
+        self.to_levels_matrix = np.asfortranarray(  # (r_levels, r); L = I: S itself
             S if _is_identity(L) else _as_dense(L) @ S)
         # Z S over all rows; the basis's own Z S when it is the same product (a group
         # with every row and no zero d)
@@ -317,7 +317,12 @@ class DiagonalRandomEffect:
 
     def to_levels(self, v: np.ndarray) -> np.ndarray:
         """Random effects per level of K (original basis) from coefficients ``v``."""
-        return self.to_levels_matrix @ v
+        return matmul(self.to_levels_matrix, v)
+
+    @property
+    def levels_map_rows(self) -> bool:
+        """Whether :meth:`genetic_values_all_rows` maps given levels with a sparse ``Z``."""
+        return self.Z_levels_all is not None
 
     def genetic_values_all_rows(self, v: np.ndarray, levels: np.ndarray | None = None
                                 ) -> np.ndarray:

@@ -156,7 +156,7 @@ class LowRankRandomEffects:
             col_start[m] = pos
             pos += sizes[m]
         bases = {first: basis.S, **dict(zip(others, T, strict=True))}
-        self.to_levels_matrix = np.zeros((int(level_start[-1]), self.r))
+        self.to_levels_matrix = np.zeros((int(level_start[-1]), self.r), order="F")
         Z_basis = np.empty((_as_dense(Z_all[0]).shape[0], self.r), order="F")
         for m in range(n_effects):
             cols = slice(col_start[m], col_start[m] + sizes[m])
@@ -325,7 +325,10 @@ class LowRankRandomEffects:
 
     def to_levels(self, v: np.ndarray) -> np.ndarray:
         """Random effects per level (all effects stacked, formula order) from coefficients."""
-        return self.to_levels_matrix @ v
+        return matmul(self.to_levels_matrix, v)
+
+    #: levels are not mapped to rows by a sparse product here
+    levels_map_rows = False
 
     def genetic_values_all_rows(self, v: np.ndarray, levels: np.ndarray | None = None
                                 ) -> np.ndarray:
