@@ -65,13 +65,12 @@ generator and that each draw's probability integral transform is uniform in both
 branches (Kolmogorov-Smirnov), and ``tests/test_sbc.py`` checks the default model's
 calibration.
 
-In the same round the recorder's ``to_levels`` became the tiled product
-(:func:`pymegalmm.linalg.matmul`, on the kernels' threads) instead of NumPy's on one BLAS
-thread, and a single trait group's ``E[Y]`` is formed in the original rows from ``U_R``
-per level (as with several groups) instead of unrotating the rotated mean.  Only recorded
-quantities derived from them moved (``U_R``, ``U_F``, ``U``, ``Eta_mean``), by at most
-4.4e-16 of each array's largest value; the chain's draws did not change
-(``tests/test_missing_model.py`` checks both formulas agree to 1e-12).
+In the same round the recorder's ``to_levels`` became the tiled product for large
+products (:func:`pymegalmm.linalg.product`; these fits' are small and keep NumPy's), and
+a single trait group's ``E[Y]`` is formed in the original rows from ``U_R`` per level (as
+with several groups) instead of unrotating the rotated mean.  Only ``missing_cells``'s
+recorded ``Eta_mean`` moved, by at most 2.7e-16 of its largest value; the chain's draws
+did not change (``tests/test_missing_model.py`` checks both formulas agree to 1e-12).
 """
 
 from __future__ import annotations

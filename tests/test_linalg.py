@@ -30,3 +30,23 @@ def test_the_blas_controller_is_built_once():
     with linalg.sampling_threads(1):
         assert linalg._blas_controller() is first
     assert _blas_threads() and all(n >= 1 for n in _blas_threads())
+
+
+def test_product_is_tiled_when_large_and_numpy_when_small(monkeypatch):
+    """``product`` equals ``A @ B`` either way; the tiled path is chosen by shape alone."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    A, B = rng.standard_normal((40, 30)), rng.standard_normal((30, 7))
+    calls = []
+    real = linalg.matmul
+    monkeypatch.setattr(linalg, "matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
+    small = linalg.product(A, B)
+    assert not calls
+    monkeypatch.setattr(linalg, "TILED_FROM_FLOPS", 2 * 40 * 30 * 7)  # now "large"
+    large = linalg.product(A, B)
+    assert calls and large.flags.f_contiguous
+    expected = A @ B
+    scale = np.abs(A) @ np.abs(B)
+    assert np.all(np.abs(small - expected) <= 1e-12 * scale)
+    assert np.all(np.abs(large - expected) <= 1e-12 * scale)

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from ...linalg import matmul
+from ...linalg import product
 from .base import GramStats, _as_dense
 
 
@@ -177,7 +177,7 @@ class DenseRandomEffects:
 
     def to_levels(self, u: np.ndarray) -> np.ndarray:
         """Random effects per level (all effects stacked) from coefficients ``u``."""
-        return matmul(self.to_levels_matrix, u)
+        return product(self.to_levels_matrix, u)
 
     #: levels are not mapped to rows by a sparse product here
     levels_map_rows = False

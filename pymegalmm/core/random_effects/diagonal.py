@@ -16,7 +16,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..._config import kernels_module
-from ...linalg import matmul, symmetric_eig
+from ...linalg import matmul, product, symmetric_eig
 from .base import GramStats, _as_dense
 
 
@@ -317,7 +317,7 @@ class DiagonalRandomEffect:
 
     def to_levels(self, v: np.ndarray) -> np.ndarray:
         """Random effects per level of K (original basis) from coefficients ``v``."""
-        return matmul(self.to_levels_matrix, v)
+        return product(self.to_levels_matrix, v)
 
     @property
     def levels_map_rows(self) -> bool:

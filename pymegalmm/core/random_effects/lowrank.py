@@ -45,7 +45,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from ..._config import kernels_module
-from ...linalg import matmul
+from ...linalg import matmul, product
 from .base import GramStats, _as_dense
 from .diagonal import diagonal_basis, weighted_gram_stats
 
@@ -325,7 +325,7 @@ class LowRankRandomEffects:
 
     def to_levels(self, v: np.ndarray) -> np.ndarray:
         """Random effects per level (all effects stacked, formula order) from coefficients."""
-        return matmul(self.to_levels_matrix, v)
+        return product(self.to_levels_matrix, v)
 
     #: levels are not mapped to rows by a sparse product here
     levels_map_rows = False
