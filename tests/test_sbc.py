@@ -561,6 +561,28 @@ def test_fixed_factors_are_calibrated():
     assert res.passed(alpha=0.01), repr(res)
 
 
+def test_several_trait_groups_are_calibrated():
+    """A missing-data map with several trait groups (the vignette's sampler path: each
+    group in its own rotated rows, factor scores by row pattern): 40 rows x 4 traits, two
+    blocks of 14 rows missing two traits each, R's one-group-per-pattern map (3 groups,
+    nothing imputed).  100 replications, 6 draws 25 iterations apart, same threshold
+    (family-wise 0.01) as the other parts.  ``Y_missing`` is left out: this map imputes
+    no cell, so the missing cells have no draws to rank (with them the run fails, p 2e-50,
+    because their latent values are never drawn)."""
+    from pymegalmm.observation.maps import pattern_map
+
+    spec = example_spec(n=40, traits=4, n_factors=2, fixed=True, burn=100)
+    missing = np.zeros((40, 4), dtype=bool)
+    missing[:14, :2] = True
+    missing[14:28, 2:] = True
+    spec = replace(spec, missing=missing,
+                   observation=GaussianMissing(missing_data_map=pattern_map(~missing)))
+    assert len(spec.observation.missing_data_map.groups) == 3
+    res = sbc(spec, replications=100, iterations=150, thin=25, seed=31, workers=2,
+              quantities=["tot_Eta_prec", "resid_h2", "h2", "G", "R", "LtL", "B1"])
+    assert res.passed(alpha=0.01), repr(res)
+
+
 def test_fixed_factors_are_simulated_as_the_sampler_assumes():
     """The fixed rows of Lambda are the given loadings, the fixed factor has total
     precision 1 (so, with K = I and no fixed effects, unit variance over 3,000 rows: the
