@@ -561,26 +561,54 @@ def test_fixed_factors_are_calibrated():
     assert res.passed(alpha=0.01), repr(res)
 
 
-def test_several_trait_groups_are_calibrated():
-    """A missing-data map with several trait groups (the vignette's sampler path: each
-    group in its own rotated rows, factor scores by row pattern): 40 rows x 4 traits, two
-    blocks of 14 rows missing two traits each, R's one-group-per-pattern map (3 groups,
-    nothing imputed).  100 replications, 6 draws 25 iterations apart, same threshold
-    (family-wise 0.01) as the other parts.  ``Y_missing`` is left out: this map imputes
-    no cell, so the missing cells have no draws to rank (with them the run fails, p 2e-50,
-    because their latent values are never drawn)."""
-    from pymegalmm.observation.maps import pattern_map
+def groups_spec(burn: int = 100) -> ModelSpec:
+    """The several-trait-groups model (the vignette's sampler path: each group in its own
+    rotated rows, factor scores by row pattern): 40 rows x 4 traits, rows 0-13 miss traits
+    0-1 and rows 14-27 miss traits 2-3.  Three groups: trait 0 with every row (its 14
+    missing cells imputed), trait 1 with its 26 observed rows (nothing imputed), traits
+    2-3 with rows 0-20 and 28-39 (rows 14-20 imputed, rows 21-27 predicted only)."""
+    from pymegalmm.observation.maps import MissingDataMap, TraitGroup
 
-    spec = example_spec(n=40, traits=4, n_factors=2, fixed=True, burn=100)
+    spec = example_spec(n=40, traits=4, n_factors=2, fixed=True, burn=burn)
     missing = np.zeros((40, 4), dtype=bool)
     missing[:14, :2] = True
     missing[14:28, 2:] = True
-    spec = replace(spec, missing=missing,
-                   observation=GaussianMissing(missing_data_map=pattern_map(~missing)))
-    assert len(spec.observation.missing_data_map.groups) == 3
-    res = sbc(spec, replications=100, iterations=150, thin=25, seed=31, workers=2,
-              quantities=["tot_Eta_prec", "resid_h2", "h2", "G", "R", "LtL", "B1"])
+    rows = np.arange(40)
+    data_map = MissingDataMap((TraitGroup(rows, [0]), TraitGroup(rows[14:], [1]),
+                               TraitGroup(np.r_[rows[:21], rows[28:]], [2, 3])))
+    data_map.validate(~missing)
+    return replace(spec, missing=missing,
+                   observation=GaussianMissing(missing_data_map=data_map))
+
+
+def test_several_trait_groups_are_calibrated():
+    """SBC of :func:`groups_spec`: 100 replications, 6 draws 25 iterations apart, same
+    threshold (family-wise 0.01) as the other parts.  ``Y_missing`` ranks the first
+    *imputed* cell of traits 0, 2 and 3; trait 1 and rows 21-27 of traits 2-3 are
+    predicted only (never drawn), so they have no draws to rank and are left out."""
+    spec = groups_spec()
+    assert quantity_labels(spec)["Y_missing"] == ["y1", "y3", "y4"]
+    res = sbc(spec, replications=100, iterations=150, thin=25, seed=31, workers=2)
+    assert "Y_missing" in res.quantities
     assert res.passed(alpha=0.01), repr(res)
+
+
+def test_only_imputed_cells_are_ranked():
+    """With a missing-data map, the ranked missing cell of a trait is its first cell
+    inside the trait's block; without one, its first missing cell."""
+    from pymegalmm.validation.sbc import _imputed_mask, _missing_cells, _missing_traits
+
+    spec = groups_spec()
+    observed = ~spec.missing
+    traits = _missing_traits(spec)
+    assert traits == [0, 2, 3]
+    rows, cols = _missing_cells(observed, traits, _imputed_mask(spec, observed.shape))
+    assert rows.tolist() == [0, 14, 14] and cols.tolist() == traits
+    plain = replace(spec, observation=GaussianMissing())
+    assert _missing_traits(plain) == [0, 1, 2, 3]
+    rows, _ = _missing_cells(observed, _missing_traits(plain),
+                             _imputed_mask(plain, observed.shape))
+    assert rows.tolist() == [0, 0, 14, 14]
 
 
 def test_fixed_factors_are_simulated_as_the_sampler_assumes():

@@ -165,8 +165,32 @@ def b2_bayesb_part() -> ModelSpec:
     return _b2(RegressionBayesBPrior())
 
 
+def groups_part() -> ModelSpec:
+    """Several trait groups (a missing-data map; the vignette's sampler path): the default
+    model with block-missing data, as when lines are not grown in every environment.  Rows
+    0-29 miss traits 1-2, rows 30-59 traits 4-5, rows 60-69 trait 3.  Three groups: trait
+    3 with every row (rows 60-69 imputed), traits 1-2 with rows 20-99 (rows 20-29 imputed,
+    0-19 predicted only), traits 4-5 with rows 0-29 and 60-99 (nothing imputed, rows 30-59
+    predicted only).  ``Y_missing`` ranks the first imputed cell of traits 1, 2 and 3."""
+    from pymegalmm.observation import GaussianMissing
+    from pymegalmm.observation.maps import MissingDataMap, TraitGroup
+
+    spec = default_part()
+    missing = np.zeros((spec.n, 5), dtype=bool)
+    missing[:30, :2] = True
+    missing[30:60, 3:] = True
+    missing[60:70, 2] = True
+    rows = np.arange(spec.n)
+    data_map = MissingDataMap((TraitGroup(rows, [2]), TraitGroup(rows[20:], [0, 1]),
+                               TraitGroup(np.r_[rows[:30], rows[60:]], [3, 4])))
+    data_map.validate(~missing)
+    return replace(spec, missing=missing,
+                   observation=GaussianMissing(missing_data_map=data_map))
+
+
 PARTS: dict[str, Callable[[], ModelSpec]] = {
     "default": default_part,
+    "groups": groups_part,
     "priors": priors_part,
     "horseshoe": horseshoe_part,
     "bayesc": bayesc_part,

@@ -55,8 +55,9 @@ QUANTITIES: dict[str, str] = {
     "R": "residual covariance between traits (upper triangle)",
     "LtL": "Lambda' Lambda with unit-variance factors (upper triangle)",
     "B1": "fixed effects",
-    "Y_missing": "latent value of one missing cell per trait (the observation model's "
-                 "imputation)",
+    "Y_missing": "latent value of one imputed missing cell per trait (the observation "
+                 "model's imputation; cells a missing-data map leaves outside its blocks "
+                 "are predicted only, never drawn, and not ranked)",
     "B2_R": "direct effects of the extra regressors on each trait (extra_regressions)",
     "B2_F_Lambda": "effects of the extra regressors on the traits through the factors, "
                    "B2_F Lambda (B2_F alone is not identified)",
@@ -78,11 +79,21 @@ QUANTITIES: dict[str, str] = {
 
 # ----------------------------------------------------------------------------- quantities
 
+def _imputed_mask(spec: ModelSpec, shape: tuple[int, int]) -> np.ndarray:
+    """``(n, t)`` bool, True where a missing cell would be imputed (drawn every
+    iteration): everywhere, unless a missing-data map leaves cells outside its blocks
+    (those are predicted only: no draw of them exists to rank the truth among)."""
+    obs = spec.observation
+    data_map = obs.missing_data_map if isinstance(obs, GaussianMissing) else None
+    return np.ones(shape, dtype=bool) if data_map is None else data_map.block_mask(shape)
+
+
 def _missing_traits(spec: ModelSpec) -> list[int]:
-    """Traits with a missing cell in every simulated data set."""
+    """Traits with an imputed missing cell in every simulated data set."""
     t = len(spec.trait_names)
     if isinstance(spec.missing, np.ndarray):
-        return [j for j in range(t) if spec.missing[:, j].any()]
+        imputed = spec.missing & _imputed_mask(spec, spec.missing.shape)
+        return [j for j in range(t) if imputed[:, j].any()]
     return list(range(t)) if round(spec.missing * spec.n) > 0 else []
 
 
@@ -249,9 +260,12 @@ def quantity_values(params: dict[str, np.ndarray], names: Iterable[str],
     return out
 
 
-def _missing_cells(observed: np.ndarray, traits: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The first missing row of each trait (the pattern is random, so is the cell)."""
-    rows = np.array([np.flatnonzero(~observed[:, j])[0] for j in traits], dtype=np.intp)
+def _missing_cells(observed: np.ndarray, traits: list[int], imputed: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The first imputed missing row of each trait (the pattern is random, so is the
+    cell); ``imputed`` is :func:`_imputed_mask`."""
+    missing = ~observed & imputed
+    rows = np.array([np.flatnonzero(missing[:, j])[0] for j in traits], dtype=np.intp)
     return rows, np.asarray(traits, dtype=np.intp)
 
 
@@ -316,7 +330,8 @@ def _replicate(task: _Task) -> dict[str, np.ndarray]:
         # data drawn from the prior may sit far from its scale by chance: not news here
         warnings.simplefilter("ignore")
         sim = simulate_from_prior(task.simulate_spec, np.random.default_rng(sim_seed))
-        cells = (_missing_cells(sim.observed, _missing_traits(task.spec))
+        cells = (_missing_cells(sim.observed, _missing_traits(task.spec),
+                                _imputed_mask(task.spec, sim.observed.shape))
                  if "Y_missing" in names else None)
         observed_cells = (_observed_cells(sim.Y.to_numpy(), _latent_traits(task.spec))
                           if "Eta_observed" in names else None)
