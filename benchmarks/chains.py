@@ -25,6 +25,11 @@ Cases (each in a fresh process, so that OpenMP reads its settings at start-up):
 5. **small data** (``--small``): one chain, t in {20, 100, 1000}, 1 vs 2 kernel threads
    with each way of waiting: why data under
    ``pymegalmm.model.SMALL_PROBLEM_CELLS`` cells sample on one thread by default.
+6. **several trait groups** (``--groups``): one chain, t = 20, 70 % of the cells missing,
+   a 16-group missing-data map, n from 100 to 500, 1 vs 2 kernel threads.  Each group's
+   rotations cost ``n_s^2`` per column whatever t, so a second thread might pay on few
+   traits; measured, it does not reliably (benchmarks/README.md, round six), so the
+   rule above stays ``n x t`` alone.
 """
 
 from __future__ import annotations
@@ -145,15 +150,60 @@ def small(iters: int = 200) -> None:
     print(f"load average after: {os.getloadavg()}")
 
 
+_GROUPS_CHILD = r"""
+import sys, time
+import numpy as np
+from pymegalmm import Control, MegaLMM, datasets
+n, iters, threads = (int(a) for a in sys.argv[1:4])
+sim = datasets.simulate_factor_data(n=n, t=20, k_true=5, seed=1)
+rng = np.random.default_rng(1)
+missing = rng.random(sim.Y.shape) > 0.3      # 70 % missing, like the maize trial
+missing[missing.all(axis=1), 0] = False      # every row keeps an observation
+m = MegaLMM(sim.Y.mask(missing), sim.formula, data=sim.data, relmat={"ID": sim.K},
+            control=Control(n_factors=15, h2_divisions=20, burn=10**9,
+                            n_threads=threads or None), seed=1, verbose=False,
+            run_dir="/tmp/pymegalmm_bench_groups_%d" % time.time_ns(), record=["Lambda"])
+maps, _ = m.missing_data_maps(max_groups=16)
+m.set_missing_data_map(maps[-1])
+m.sample(20, progress=False)
+t0 = time.perf_counter()
+m.sample(iters, progress=False)
+ms = (time.perf_counter() - t0) / iters * 1e3
+print("@@%d %.3f %s" % (len(maps[-1]), ms, m._kernel_threads or "all"))
+"""
+
+
+def groups(iters: int = 300) -> None:
+    """Section 6: 1 vs 2 kernel threads with several trait groups (t = 20)."""
+    print(f"load average before: {os.getloadavg()}")
+    print("t = 20, 70 % missing at random, 15 factors, the search's 16-group map; "
+          "ms/iteration")
+    print("n      groups  1 thread  2 threads  2 / 1   default (threads)")
+    for n in (100, 200, 300, 400, 500):
+        out = {}
+        for threads in (1, 2, 0):
+            res = subprocess.run([sys.executable, "-c", _GROUPS_CHILD, str(n), str(iters),
+                                  str(threads)], capture_output=True, text=True, check=True)
+            line = [ln for ln in res.stdout.splitlines() if ln.startswith("@@")][-1]
+            g, ms, used = line[2:].split()
+            out[threads] = (int(g), float(ms), used)
+        print(f"{n:<6} {out[1][0]:6d} {out[1][1]:9.2f} {out[2][1]:10.2f} "
+              f"{out[2][1] / out[1][1]:6.2f}   {out[0][1]:.2f} ({out[0][2]})")
+    print(f"load average after: {os.getloadavg()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="t=100, 60 iterations")
     parser.add_argument("--t", type=int, default=1000)
     parser.add_argument("--iterations", type=int, default=150)
     parser.add_argument("--small", action="store_true", help="section 5 only")
+    parser.add_argument("--groups", action="store_true", help="section 6 only")
     args = parser.parse_args()
     if args.small:
         small()
+    elif args.groups:
+        groups()
     elif args.quick:
         run(100, 60)
     else:

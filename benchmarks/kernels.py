@@ -26,7 +26,13 @@ prior's whole update (step 7: ``phi`` and 100 sweeps of ``delta``, kernel
 ``sample_ard_delta``), ``ARDPrior().update`` with ``k`` factors and ``t`` traits
 (``--ard K T ...``; default 15 x 1000, the scaling case, 20 x 60 and 15 x 19, the
 vignette's), chained from its own output after 20 updates of warm-up, on loadings
-that shrink with the factor.  Needs an idle machine.
+that shrink with the factor.  Last, the rotations ``Q' X`` of a trait group's rows
+(``--rotations N ...``, default 250 and 502, the vignette's largest): the tiled
+``pymegalmm.linalg.matmul`` reading ``Q`` transposed in place (``trans_a``, what the
+back-ends do) beside NumPy's ``Q.T @ X``, for 1 to 15 columns (``dgemv`` tiles up to
+``GEMV_MAX_COLUMNS``, ``dgemm`` tiles above), with ``Q`` in cache (one matrix timed
+again and again) and out of it (32 MB of distinct matrices in turn, as the vignette's 16
+groups and its records touch them).  Needs an idle machine.
 """
 
 from __future__ import annotations
@@ -119,6 +125,32 @@ def ard_case(k: int, t: int) -> list[str]:
     return [f"k={k} t={t}", f"{seconds * 1e3:.3f}"]
 
 
+def rotation_rows(n: int, threads: int) -> list[list[str]]:
+    """Rows of the rotations table: microseconds per ``Q' X`` for ``X`` with c columns."""
+    from pymegalmm import _kernels as K
+    from pymegalmm.linalg import matmul
+
+    rng = np.random.default_rng(2)
+    cold = [np.asfortranarray(rng.standard_normal((n, n)))
+            for _ in range(max(1, 2**22 // (n * n)))]  # 32 MB
+    Q = cold[0]
+    rows = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for c in (1, 2, 4, 8, 15):
+            X = np.asfortranarray(rng.standard_normal((n, c)))
+            turn = iter(range(10**9))
+            times = time_products(
+                [("tiled", lambda X=X: matmul(Q, X, trans_a=True)),
+                 ("numpy", lambda X=X: Q.T @ X),
+                 ("cold", lambda X=X, turn=turn: matmul(cold[next(turn) % len(cold)], X,
+                                                        trans_a=True))],
+                min_repeats=50, min_seconds=0.3)["per_product"]
+            path = "dgemv" if c <= K.GEMV_MAX_COLUMNS else "dgemm"
+            rows.append([f"{n} x {n} x {c}", path] + [f"{times[k] * 1e6:.0f}"
+                                                      for k in ("tiled", "numpy", "cold")])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--t", type=int, nargs="+", default=[1000, 20000])
@@ -129,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="kernel threads (default: the kernels' default)")
     parser.add_argument("--ard", type=int, nargs="+", default=[15, 1000, 20, 60, 15, 19],
                         help="ARD update sizes, pairs of factors and traits")
+    parser.add_argument("--rotations", type=int, nargs="+", default=[250, 502],
+                        help="rows n of the rotations Q' X")
     args = parser.parse_args(argv)
     if len(args.ard) % 2:
         parser.error("--ard takes pairs: factors traits [factors traits ...]")
@@ -144,6 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     pairs = list(zip(args.ard[::2], args.ard[1::2], strict=True))
     print("\nARD update (phi and 100 delta sweeps), one call:")
     print(table(["factors x traits", "ms"], [ard_case(k, t) for k, t in pairs]))
+    print(f"\nRotations Q' X, microseconds, {threads} kernel thread(s):")
+    print(table(["n x n x columns", "tiles", "matmul (trans_a)", "NumPy Q.T @ X",
+                 "matmul, Q out of cache"],
+                [row for n in args.rotations for row in rotation_rows(n, threads)]))
     print(f"load average after: {load_average()}")
 
 

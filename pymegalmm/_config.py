@@ -72,8 +72,14 @@ def set_wait_policy() -> str:
     return WAIT_POLICY
 
 
+_KERNELS = None  # the module, once imported (kernels_module is called ~200 times an iteration)
+
+
 def kernels_module():
     """Return the compiled kernel module, with a clear error when it is not built."""
+    global _KERNELS
+    if _KERNELS is not None:
+        return _KERNELS
     try:
         from . import _kernels
     except ImportError as exc:  # pragma: no cover - only on a broken install
@@ -85,6 +91,7 @@ def kernels_module():
             "the unbuilt sources from the current folder: run from another folder, or use "
             "the installed command (`pymegalmm demo`)."
         ) from exc
+    _KERNELS = _kernels
     return _kernels
 
 

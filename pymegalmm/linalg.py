@@ -24,13 +24,14 @@ from ._config import kernels_module
 
 def matmul(
     A: np.ndarray, B: np.ndarray, out: np.ndarray | None = None, alpha: float = 1.0,
-    beta: float = 0.0, source: np.ndarray | None = None,
+    beta: float = 0.0, source: np.ndarray | None = None, trans_a: bool = False,
 ) -> np.ndarray:
-    """``out = alpha A @ B + beta S``, Fortran-ordered, computed in tiles over threads.
+    """``out = alpha op(A) @ B + beta S``, Fortran-ordered, computed in tiles over threads.
 
     Parameters
     ----------
-    A : (m, k) array.
+    A : (m, k) array; ``(k, m)`` with ``trans_a``, then ``op(A) = A'`` (read in place:
+        a rotation and its inverse share one Fortran-ordered matrix).
     B : (k, n) array.
     out : (m, n) Fortran-ordered array or None (allocated).
     alpha, beta : scalars.
@@ -46,12 +47,12 @@ def matmul(
     A = np.asfortranarray(A, dtype=float)
     B = np.asfortranarray(B, dtype=float)
     if out is None:
-        out = np.empty((A.shape[0], B.shape[1]), order="F")
+        out = np.empty((A.shape[1 if trans_a else 0], B.shape[1]), order="F")
         if source is None:
             beta = 0.0
     if source is not None:
         source = np.asfortranarray(source, dtype=float)
-    kernels_module().gemm_columns(A, B, out, alpha, beta, source=source)
+    kernels_module().gemm_columns(A, B, out, alpha, beta, source=source, trans_a=trans_a)
     return out
 
 
@@ -66,9 +67,13 @@ def product(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     of threads either way (the sampler pins NumPy's BLAS to one thread).  Below
     :data:`TILED_FROM_FLOPS` (67 Mflop) the tiles' overhead outweighs the second thread:
     on 2 cores, ``(502 x 502) @ (502 x 15)`` took 237 us with NumPy and 279 us tiled on
-    one thread, ``(502 x 150) @ (150 x 2)`` 26 and 36 us.
+    one thread, ``(502 x 150) @ (150 x 2)`` 26 and 36 us.  Products with at most
+    ``GEMV_MAX_COLUMNS`` (4) columns always take :func:`matmul`, whose ``dgemv`` tiles
+    beat NumPy's ``dgemm`` there (one thread, ``(502 x 502) @ (502 x 2)``: 50 against
+    96 us).
     """
-    if 2.0 * A.shape[0] * A.shape[1] * B.shape[1] >= TILED_FROM_FLOPS:
+    if (B.shape[1] <= kernels_module().GEMV_MAX_COLUMNS
+            or 2.0 * A.shape[0] * A.shape[1] * B.shape[1] >= TILED_FROM_FLOPS):
         return matmul(A, B)
     return A @ B
 
@@ -86,7 +91,8 @@ def symmetric_eig(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: Random draws are made in blocks of about this many numbers, each block from its own
-#: generator seeded by the chain's generator; blocks depend only on the array's shape.
+#: generator seeded by the chain's generator (an array of one block: the chain's generator
+#: itself); blocks depend only on the array's shape.
 RNG_BLOCK = 2**16
 
 
@@ -96,10 +102,21 @@ def _fill_blocks(rng: np.random.Generator, out: np.ndarray, gamma: bool = False,
 
     Block ``b`` (``width`` columns, fixed by the shape) gets its own PCG64 bit
     generator seeded from ``rng``; the kernel fills the blocks over OpenMP threads.
+    An array of one block is filled by ``rng`` itself, column by column: a child
+    generator would cost more than the draws (seeding a PCG64 takes about 6 us; an
+    iteration of the vignette's 16 trait groups makes 35 such small draws).
     """
     rows, cols = out.shape
     width = max(1, RNG_BLOCK // max(rows, 1))
     n_blocks = -(-cols // width)
+    if n_blocks <= 1:
+        if out.size:
+            target = out.T  # C-ordered view: memory order, i.e. column by column
+            if gamma:
+                rng.standard_gamma(shape, out=target)
+            else:
+                rng.standard_normal(out=target)
+        return out
     seeds = rng.integers(0, 2**63 - 1, size=n_blocks, dtype=np.int64)
     bit_generators = [np.random.PCG64(int(seed)) for seed in seeds]
     kernels_module().fill_random_blocks(bit_generators, out, width, gamma, shape)

@@ -71,6 +71,25 @@ a single trait group's ``E[Y]`` is formed in the original rows from ``U_R`` per 
 with several groups) instead of unrotating the rotated mean.  Only ``missing_cells``'s
 recorded ``Eta_mean`` moved, by at most 2.7e-16 of its largest value; the chain's draws
 did not change (``tests/test_missing_model.py`` checks both formulas agree to 1e-12).
+
+All four fits were re-recorded (issue 15, sixth round) when the tiled products changed
+their summation order in three ways, none changing what is computed: products with at
+most four columns became one ``dgemv`` per column tile instead of ``dgemm`` tiles (2-3x
+faster on one thread for the rotations of a trait group's one or two traits); the
+rotations ``Q' X`` read ``Q`` transposed in place (``dgemm``/``dgemv`` with ``"T"``)
+instead of a stored transposed copy, halving the rotations' memory; and with several
+trait groups the state keeps ``F`` in the original rows, where step 6 draws it, instead
+of unrotating ``rotate(F)`` at the next iteration and in the recorder.  Before
+re-recording, every draw of the four fits equalled the file to at most 1.1e-14 of each
+array's largest value (``missing_cells``'s ``F``) and every h2 grid draw was identical;
+``tests/test_kernels.py`` checks the ``dgemv`` tiles against the product for any thread
+count and ``tests/test_missing_model.py`` that ``QtF = rotate(F)`` to 1e-12 with several
+groups, through a reorder and an exact resume.  In the same round, random arrays of one
+block (:data:`pymegalmm.linalg.RNG_BLOCK` numbers or fewer in whole columns) became draws
+of the chain's own generator instead of a child PCG64 seeded from it (seeding one costs
+about 6 us, and the vignette's iteration makes 35 such small draws): the same
+distributions, other numbers, so every draw changed (``tests/test_random.py`` checks the
+distributions and the thread-count independence, ``tests/test_sbc.py`` the calibration).
 """
 
 from __future__ import annotations

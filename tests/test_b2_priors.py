@@ -244,12 +244,15 @@ def _recovery(sim, m) -> tuple[float, float]:
 
 
 def test_bayesc_recovers_marker_effects_and_predicts_new_lines(fitted_bayesc):
-    """Same simulation and bound as tests/test_extra_regressions.py (12 causal markers
-    among 60, 0.6 of each factor's variance): measured 0.98 (effects) and 0.98 (new
-    lines) with seed 1 (300 iterations); 0.85 fails clearly if the markers were ignored."""
+    """Same simulation as tests/test_extra_regressions.py (12 causal markers among 60,
+    0.6 of each factor's variance), 300 iterations.  Measured over chain seeds 1-12, with
+    the sampler before and after the random numbers of small arrays changed (issue 15,
+    sixth round): effects 0.84-0.98 (a few chains, 2-3 of 12 either way, have not yet
+    resolved every marker's effect: 0.84-0.93), new lines 0.97-0.98.  Bounds 0.75 and
+    0.85 stay far from what ignoring the markers would give (no correlation)."""
     sim, m = fitted_bayesc
     r_effects, r_new = _recovery(sim, m)
-    assert r_effects > 0.85 and r_new > 0.85
+    assert r_effects > 0.75 and r_new > 0.85
     post = m.posterior
     assert post["B2_F_pi"].dims == ("chain", "draw", "factor")
     assert post["B2_R_inclusion"].dims == ("chain", "draw", "marker", "trait")

@@ -50,3 +50,22 @@ def test_product_is_tiled_when_large_and_numpy_when_small(monkeypatch):
     scale = np.abs(A) @ np.abs(B)
     assert np.all(np.abs(small - expected) <= 1e-12 * scale)
     assert np.all(np.abs(large - expected) <= 1e-12 * scale)
+
+
+def test_product_of_few_columns_takes_the_dgemv_tiles(monkeypatch):
+    """At most GEMV_MAX_COLUMNS columns: the tiled matmul (dgemv tiles) whatever the size."""
+    import numpy as np
+
+    from pymegalmm._config import kernels_module
+
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((40, 30))
+    calls = []
+    real = linalg.matmul
+    monkeypatch.setattr(linalg, "matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for c in range(1, kernels_module().GEMV_MAX_COLUMNS + 2):
+        calls.clear()
+        B = rng.standard_normal((30, c))
+        got = linalg.product(A, B)
+        assert bool(calls) == (c <= kernels_module().GEMV_MAX_COLUMNS), c
+        assert np.all(np.abs(got - A @ B) <= 1e-12 * (np.abs(A) @ np.abs(B)))

@@ -293,19 +293,22 @@ def test_memory_estimate_lowrank_below_dense():
     assert lr < dense / 5
     _, m = two_effect_model()
     re = m.data.groups[0].re
-    stored = sum(a.nbytes for a in (re.Q, re.Qt, re.W, re.W_T, re.H, re.R, re.C, re.U, re.B))
+    assert not hasattr(re, "Qt")  # Q' X reads Q transposed in place
+    stored = sum(a.nbytes for a in (re.Q, re.W, re.W_T, re.H, re.R, re.C, re.U, re.B))
     assert stored <= estimate_precompute_bytes(re.n, re.n_coef, m.grid.shape[1], 2,
                                                low_rank=re.rank)
 
 
 def test_memory_estimate_covers_the_diagonal_back_end():
-    """One random effect: every n x n, r x r and G x n array the back-end keeps is counted
-    (an earlier estimate counted Q and W but not their transposes)."""
+    """One random effect: every n x n, n x r, r x r and G x n array the back-end keeps is
+    counted (an earlier estimate counted Q and W but not their transposes; Q' X now reads
+    Q transposed in place, so no transpose of Q is kept)."""
     sim = datasets.simulate_factor_data(n=80, t=4, k_true=1, n_markers=100, seed=1)
     m = MegaLMM(sim.Y, sim.formula, data=sim.data, relmat={"ID": sim.K}, n_factors=2,
                 h2_divisions=10, burn=0, seed=1, verbose=False)
     re = m.data.groups[0].re
-    stored = sum(a.nbytes for a in (re.Q, re.Qt, re.W, re.W_T, re.to_levels_matrix))
+    assert not hasattr(re, "Qt")
+    stored = sum(a.nbytes for a in (re.Q, re.Z_all, re.W, re.W_T, re.to_levels_matrix))
     estimate = estimate_precompute_bytes(re.n, re.r, m.grid.shape[1], 1)
     assert stored <= estimate <= 1.1 * stored
 

@@ -172,3 +172,61 @@ def test_recorded_expected_values_of_one_group_in_rows_equal_the_rotated_ones(tm
     in_rows = eta_mean(s, d, F=d.factor_re.unrotate(s.QtF), U_R_levels=levels)
     np.testing.assert_allclose(in_rows, eta_mean(s, d), rtol=0,
                                atol=1e-12 * np.abs(in_rows).max())
+
+
+def test_several_groups_keep_F_in_rows_consistent_and_resumable(met, tmp_path):
+    """With several trait groups the state keeps F in the original rows (step 6 draws it
+    there): ``QtF = rotate(F)`` to rounding after sampling and after reordering (zeroed
+    factors zero in both), and a saved state holding it resumes exactly."""
+    from pymegalmm.core.initialize import initial_state
+    from pymegalmm.core.iteration import gibbs_iteration
+    from pymegalmm.core.reorder import reorder_factors
+    from pymegalmm.core.state import ChainState
+    from pymegalmm.linalg import sampling_threads
+
+    m = _mapped_chain(met, n_factors=4, seed=5, iterations=5)
+    s, d = m.chains[0].state, m.data
+    assert len(d.groups) > 1 and s.F.shape == s.QtF.shape
+
+    def consistent(state):
+        scale = np.abs(state.QtF).max()
+        np.testing.assert_allclose(d.factor_re.rotate(state.F), state.QtF, rtol=0,
+                                   atol=1e-12 * scale)
+
+    consistent(s)
+    s.QtF[:, 3] = 0.0  # a factor reorder_factors will zero as correlated with factor 1
+    s.F[:, 3] = 2.0 * s.F[:, 1] + 1e-9 * s.F[:, 0]
+    s.QtF[:] = d.factor_re.rotate(s.F)
+    with sampling_threads(1):
+        order = reorder_factors(s, d, 0.6)
+    consistent(s)
+    moved = int(np.flatnonzero(order == 3)[0])
+    assert np.all(s.F[:, moved] == 0.0) and np.all(s.QtF[:, moved] == 0.0)
+    path = tmp_path / "state.npz"
+    s.save(path)
+    loaded = ChainState.load(path)
+    np.testing.assert_array_equal(loaded.F, s.F)
+    with sampling_threads(1):
+        for _ in range(3):
+            gibbs_iteration(s, d)
+            gibbs_iteration(loaded, d)
+    for name in s.array_names():
+        a, b = getattr(s, name), getattr(loaded, name)
+        for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b],
+                        strict=True):
+            assert np.array_equal(x, y), name
+    consistent(s)
+    # a state saved before F was kept (no F array) continues: F from unrotate(QtF)
+    legacy = ChainState.load(path)
+    legacy.F = np.zeros((0, 0))
+    with sampling_threads(1):
+        gibbs_iteration(legacy, d)
+    assert legacy.F.shape == legacy.QtF.shape
+    consistent(legacy)
+    # one trait group: nothing kept
+    sim, Y, data, mask = met
+    one = MegaLMM(Y.mask(mask), "~ Population + (1|Line)", data=data, relmat={"Line": sim.K},
+                  n_factors=4, h2_divisions=10, burn=0, seed=1, verbose=False)
+    one.sample(2, progress=False)
+    assert len(one.data.groups) == 1 and one.chains[0].state.F.shape == (0, 0)
+    assert initial_state(one.data, np.random.default_rng(1)).F.shape == (0, 0)

@@ -48,3 +48,16 @@ def test_same_seed_same_draws_different_seed_different():
     b = standard_normal(np.random.default_rng(1), 50, 60)
     c = standard_normal(np.random.default_rng(2), 50, 60)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_one_block_is_drawn_by_the_chains_generator():
+    """An array of one block (at most RNG_BLOCK numbers in whole columns) is filled by
+    the chain's generator itself, column by column; larger arrays by child generators."""
+    ref = np.random.default_rng(5).standard_normal(1200).reshape(30, 40).T
+    assert np.array_equal(standard_normal(np.random.default_rng(5), 40, 30), ref)
+    ref = np.random.default_rng(6).standard_gamma(2.5, 1200).reshape(30, 40).T
+    assert np.array_equal(standard_gamma(np.random.default_rng(6), 2.5, 40, 30), ref)
+    rows = 400
+    cols = RNG_BLOCK // rows + 1  # two blocks
+    direct = np.random.default_rng(7).standard_normal(rows * cols).reshape(cols, rows).T
+    assert not np.array_equal(standard_normal(np.random.default_rng(7), rows, cols), direct)

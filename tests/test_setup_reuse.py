@@ -198,3 +198,17 @@ def test_genetic_values_of_all_rows_from_levels():
     assert low.Z_levels_all is None
     np.testing.assert_array_equal(low.genetic_values_all_rows(w, levels=low.to_levels(w)),
                                   low.genetic_values_all_rows(w))
+
+
+def test_grid_points_in_use_equal_numpy_unique():
+    """The counting form of ``np.unique(grid_index, return_inverse=True)``."""
+    from pymegalmm.core.random_effects.diagonal import grid_points_in_use
+
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 7, 30, 500):
+        index = rng.integers(0, 20, size=size)
+        used, inverse = grid_points_in_use(index, 20)
+        expected_used, expected_inverse = np.unique(index, return_inverse=True)
+        np.testing.assert_array_equal(used, expected_used)
+        np.testing.assert_array_equal(inverse, expected_inverse)
+        assert inverse.dtype == np.intp

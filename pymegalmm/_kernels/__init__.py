@@ -30,7 +30,8 @@ all of them, so callers use ``pymegalmm._kernels.<name>`` only:
 ``_shrinkage``
     ``sample_ard_delta`` (step 7, ARD global shrinkage).
 ``_gemm``
-    ``gemm_columns``, ``GEMM_BLOCK``, ``GEMM_ROW_BLOCK`` (tiled dense products).
+    ``gemm_columns``, ``GEMM_BLOCK``, ``GEMM_ROW_BLOCK``, ``GEMV_MAX_COLUMNS`` (tiled dense
+    products).
 ``_factor_scores``
     ``sample_factor_scores_by_pattern`` (step 6 with several trait groups).
 ``_random``
@@ -44,7 +45,7 @@ triangular solves used inside the parallel loops.
 
 from ._effects import sample_diagonal_effects
 from ._factor_scores import sample_factor_scores_by_pattern
-from ._gemm import GEMM_BLOCK, GEMM_ROW_BLOCK, gemm_columns
+from ._gemm import GEMM_BLOCK, GEMM_ROW_BLOCK, GEMV_MAX_COLUMNS, gemm_columns
 from ._grid import (
     LOWRANK_BLOCK,
     grid_sums_of_squares,
@@ -59,6 +60,7 @@ from ._shrinkage import sample_ard_delta
 __all__ = [
     "GEMM_BLOCK",
     "GEMM_ROW_BLOCK",
+    "GEMV_MAX_COLUMNS",
     "LOWRANK_BLOCK",
     "fill_random_blocks",
     "gemm_columns",

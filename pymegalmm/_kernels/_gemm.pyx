@@ -2,11 +2,16 @@
 """Dense products over fixed tiles (threads over tiles, BLAS serial)."""
 
 from cython.parallel cimport prange
-from scipy.linalg.cython_blas cimport dgemm
+from scipy.linalg.cython_blas cimport dgemm, dgemv
 
 
 GEMM_BLOCK = 64
 GEMM_ROW_BLOCK = 128
+#: Products with at most this many columns go column by column through ``dgemv``:
+#: OpenBLAS's ``dgemm`` is slow on so few columns (one thread, ``(502 x 502) @ (502 x c)``:
+#: c = 1 68 us against 22, c = 2 112 against 43, c = 4 114 against 87; at c = 8 dgemm
+#: wins, 128 against 173; benchmarks/kernels.py).
+GEMV_MAX_COLUMNS = 4
 
 
 def gemm_columns(
@@ -18,8 +23,12 @@ def gemm_columns(
     Py_ssize_t block=GEMM_BLOCK,
     Py_ssize_t row_block=GEMM_ROW_BLOCK,
     const double[::1, :] source=None,
+    bint trans_a=False,
 ):
-    """``C = alpha A B + beta S`` computed over fixed tiles of ``row_block x block``.
+    """``C = alpha op(A) B + beta S`` over fixed tiles of ``row_block x block``.
+
+    ``op(A)`` is ``A``, or ``A'`` with ``trans_a`` (no transposed copy of ``A`` is
+    needed: a rotation ``Q' X`` and its inverse ``Q X`` share one matrix).
 
     ``S`` is ``source`` when given (copied tile by tile inside the parallel
     region, so ``C = Y - X B`` needs no separate copy), else ``C`` itself.
@@ -32,13 +41,19 @@ def gemm_columns(
 
     Parameters
     ----------
-    A : (m, k) Fortran-ordered.
+    A : (m, k) Fortran-ordered; ``(k, m)`` with ``trans_a``.
     B : (k, n) Fortran-ordered.
     C : (m, n) Fortran-ordered output (read only when ``beta != 0``).
     alpha, beta : scalars.
     block, row_block : columns and rows per tile.
+
+    With at most :data:`GEMV_MAX_COLUMNS` columns the tiles are ``row_block x 1``, each
+    one ``dgemv`` (``block`` is not used).
     """
-    cdef int m = <int>A.shape[0], kk = <int>A.shape[1], n = <int>B.shape[1]
+    cdef int m = <int>A.shape[1 if trans_a else 0], kk = <int>A.shape[0 if trans_a else 1]
+    cdef int n = <int>B.shape[1]
+    cdef char *op = "T" if trans_a else "N"
+    cdef Py_ssize_t a_step = A.shape[0] if trans_a else 1  # offset of op(A)'s row i: i * a_step
     cdef Py_ssize_t n_cb, n_rb, tile, cb, rb, i, j
     cdef int width, height, lda, ldb, ldc
     cdef bint has_source = source is not None
@@ -51,7 +66,7 @@ def gemm_columns(
         S = C
     if B.shape[0] != kk or C.shape[0] != m or C.shape[1] != n:
         raise ValueError(
-            f"gemm_columns: shapes {A.shape[0]}x{A.shape[1]} @ {B.shape[0]}x{B.shape[1]} "
+            f"gemm_columns: shapes {m}x{kk} @ {B.shape[0]}x{B.shape[1]} "
             f"-> {C.shape[0]}x{C.shape[1]} do not match"
         )
     if block < 1 or row_block < 1:
@@ -63,11 +78,31 @@ def gemm_columns(
             for i in range(m):
                 C[i, j] = 0.0 if beta == 0.0 else beta * S[i, j]
         return
-    lda = m
+    lda = A.shape[0]
     ldb = kk
     ldc = m
     n_cb = (n + block - 1) // block
     n_rb = (m + row_block - 1) // row_block
+    cdef int one = 1
+    if n <= GEMV_MAX_COLUMNS:  # tiles of row_block x 1, each one dgemv
+        with nogil:
+            for tile in prange(n * n_rb, schedule="static"):
+                rb = tile % n_rb
+                j = tile // n_rb
+                height = <int>min(row_block, m - rb * row_block)
+                if has_source:
+                    for i in range(rb * row_block, rb * row_block + height):
+                        C[i, j] = S[i, j]
+                elif beta == 0.0:  # dgemv may scale the old contents (NaN * 0) instead
+                    for i in range(rb * row_block, rb * row_block + height):
+                        C[i, j] = 0.0
+                if trans_a:
+                    dgemv(op, &kk, &height, &alpha, <double *>&A[0, 0] + rb * row_block * a_step,
+                          &lda, <double *>&B[0, j], &one, &beta, &C[rb * row_block, j], &one)
+                else:
+                    dgemv(op, &height, &kk, &alpha, <double *>&A[0, 0] + rb * row_block,
+                          &lda, <double *>&B[0, j], &one, &beta, &C[rb * row_block, j], &one)
+        return
     with nogil:
         for tile in prange(n_cb * n_rb, schedule="static"):
             rb = tile % n_rb
@@ -78,5 +113,6 @@ def gemm_columns(
                 for j in range(cb * block, cb * block + width):
                     for i in range(rb * row_block, rb * row_block + height):
                         C[i, j] = S[i, j]
-            dgemm("N", "N", &height, &width, &kk, &alpha, <double *>&A[rb * row_block, 0], &lda,
+            dgemm(op, "N", &height, &width, &kk, &alpha,
+                  <double *>&A[0, 0] + rb * row_block * a_step, &lda,
                   <double *>&B[0, cb * block], &ldb, &beta, &C[rb * row_block, cb * block], &ldc)

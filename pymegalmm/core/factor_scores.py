@@ -14,6 +14,7 @@ from .._config import kernels_module
 from ..errors import SamplerError
 from ..linalg import matmul
 from .data import ModelData
+from .state import ChainState
 
 
 def sample_factor_scores(
@@ -53,6 +54,12 @@ def sample_factor_scores(
     mean = sla.cho_solve((U, False), rhs.T, check_finite=False)
     noise = sla.solve_triangular(U, z.T, lower=False, check_finite=False)
     return np.asfortranarray((mean + noise).T)
+
+
+def factor_scores_in_rows(s: ChainState, d: ModelData) -> np.ndarray:
+    """The factor scores ``F`` in the original rows: the state's own with several trait
+    groups (step 6 draws them there), else ``unrotate(QtF)``.  Not a copy."""
+    return s.F if s.F.size else d.factor_re.unrotate(s.QtF)
 
 
 def residuals_in_rows(d: ModelData, residuals: list[np.ndarray]) -> np.ndarray:

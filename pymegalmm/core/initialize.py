@@ -56,6 +56,8 @@ def initial_state(d: ModelData, rng: np.random.Generator) -> ChainState:
     if d.regressions is not None:  # B2_F, B2_R and their scales from the prior; F += X2 B2_F
         s.extra = initial_regressions(d.regressions, k, t, rng)
         s.QtF = factor_mean(d.regressions, s.extra, s.QtF)
+    if not d.single_group:  # several trait groups keep F in the original rows
+        s.F = re_F.unrotate(s.QtF)
     if d.cis is not None:  # each trait's own effects start at 0 (drawn first in step 0)
         s.cis_effects = np.zeros((t, d.cis.width))
     if d.latent is not None:  # the observation model's own parameters (Gaussian: none)

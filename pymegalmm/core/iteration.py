@@ -25,6 +25,7 @@ from .cis import sample_cis_effects
 from .column_lmm import sample_column_lmm
 from .data import ModelData, Workspace
 from .factor_scores import (
+    factor_scores_in_rows,
     residuals_in_rows,
     sample_factor_scores,
     sample_factor_scores_by_pattern,
@@ -53,7 +54,7 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
     rng, k, n, pri = s.rng, d.n_factors, d.n, d.priors
     lambda_prior = pri.Lambda_prior
     kf = d.n_fixed  # fixed factors: the first kf rows of Lambda, held at their values
-    F = None if d.single_group else d.factor_re.unrotate(s.QtF)
+    F = None if d.single_group else factor_scores_in_rows(s, d)
 
     # Step 0 (cis_genotypes only). Each trait's own regression X_cis b_cis given the rest
     # (U_R included), flat prior, as R's cis_eQTL_model; step 1 then regresses Eta - X_cis b.
@@ -165,7 +166,7 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
         F = sample_factor_scores_by_pattern(
             d, E_rows, s.Lambda, resid_prec,
             re_F.unrotate(factor_mean(rd, s.extra, re_F.genetic_values(s.U_F))), factor_prec, z)
-        s.QtF = re_F.rotate(F)
+        s.QtF, s.F = re_F.rotate(F), F
 
     # Step 7. The loadings prior's own parameters (ARD: local phi, then global deltas).
     s.lambda_prior = lambda_prior.update(s.Lambda[kf:] if kf else s.Lambda, s.tot_Eta_prec,

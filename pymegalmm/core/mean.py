@@ -10,6 +10,7 @@ import numpy as np
 
 from ..linalg import matmul
 from .data import ModelData
+from .factor_scores import factor_scores_in_rows
 from .state import ChainState
 
 
@@ -26,7 +27,7 @@ def eta_mean(s: ChainState, d: ModelData, cis: bool = True, F: np.ndarray | None
 
     Cells outside their group's rows (predicted only) get the same formula, with the
     random effects mapped to all rows.  With several trait groups, ``F`` (the factor
-    scores in the original rows, ``unrotate(QtF)``) and ``U_R_levels`` (``U_R`` per
+    scores in the original rows) and ``U_R_levels`` (``U_R`` per
     level of K, as recorded) are used when given instead of being computed again; the
     recorder has both.
     """
@@ -42,7 +43,7 @@ def eta_mean(s: ChainState, d: ModelData, cis: bool = True, F: np.ndarray | None
         return g.re.unrotate(matmul(g.QtX1, s.B1, out=mean, beta=1.0))
     # in the original rows: with one group this avoids the n x n x t unrotation when the
     # levels map to rows by a sparse Z (the recorder has them)
-    out = matmul(d.factor_re.unrotate(s.QtF) if F is None else F, s.Lambda)
+    out = matmul(factor_scores_in_rows(s, d) if F is None else F, s.Lambda)
     matmul(d.X1, s.B1, out=out, beta=1.0)
     if "B2_R" in s.extra:
         matmul(d.regressions.X2, s.extra["B2_R"], out=out, beta=1.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data import ModelData
+from .factor_scores import factor_scores_in_rows
 from .regressions import permute_factors
 from .state import ChainState
 
@@ -54,26 +55,31 @@ def reorder_factors(s: ChainState, d: ModelData, drop_cor_threshold: float = 0.6
     """
     re_F = d.factor_re
     kf = d.n_fixed
-    F = re_F.unrotate(s.QtF)
+    F = factor_scores_in_rows(s, d)
     zero = _correlated_columns(F, drop_cor_threshold)
     zero[:kf] = False  # fixed factors are kept
     s.QtF[:, zero] = 0.0
+    if s.F.size:  # several trait groups: F kept in the original rows too
+        s.F[:, zero] = 0.0
     genetic_F = re_F.unrotate(re_F.genetic_values(s.U_F))
     zero_g = _correlated_columns(np.where(zero, 0.0, genetic_F), drop_cor_threshold)
     zero_g[:kf] = False
     s.QtF[:, zero_g] = 0.0
+    if s.F.size:
+        s.F[:, zero_g] = 0.0
     if _M_EFF in s.lambda_prior:  # the prior measures its factors (horseshoe): as R
         m_eff = np.array(s.lambda_prior[_M_EFF], dtype=float, copy=True)  # free factors
         m_eff[(zero | zero_g)[kf:]] = 0.0
         s.lambda_prior = {**s.lambda_prior, _M_EFF: m_eff}
         free_order = np.argsort(-m_eff, kind="stable")
     else:
-        F = re_F.unrotate(s.QtF)
+        F = factor_scores_in_rows(s, d)
         size = np.square(s.Lambda).sum(axis=1) * np.square(F).mean(axis=0)
         free_order = np.argsort(-size[kf:], kind="stable")
     order = np.concatenate([np.arange(kf), kf + free_order]).astype(np.intp)
     s.Lambda = np.asfortranarray(s.Lambda[order])
     s.QtF = np.asfortranarray(s.QtF[:, order])
+    s.F = np.asfortranarray(s.F[:, order]) if s.F.size else s.F
     s.U_F = np.asfortranarray(s.U_F[:, order])
     s.tot_F_prec = s.tot_F_prec[order].copy()
     s.F_h2_index = s.F_h2_index[order].copy()

@@ -55,6 +55,10 @@ class ChainState:
         zero beyond the trait's ``c_j``); ``(0, 0)`` without.
     observation : dict of str -> array, the observation model's own parameters (e.g.
         the negative-binomial dispersion per trait); empty for Gaussian data.
+    F : (n, k) factor scores in the original rows, kept with several trait groups,
+        where step 6 draws them in those rows (``QtF = rotate(F)``), so the next
+        iteration and the recorder need not unrotate ``QtF``; ``(0, 0)`` with one group
+        (read both through :func:`pymegalmm.core.factor_scores.factor_scores_in_rows`).
     """
 
     Eta: np.ndarray
@@ -74,6 +78,7 @@ class ChainState:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     cis_effects: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     observation: dict[str, np.ndarray] = field(default_factory=dict)
+    F: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def __getattr__(self, name: str) -> np.ndarray:
         # only called when normal lookup fails: the loadings prior's arrays by name

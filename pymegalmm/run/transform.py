@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.data import ModelData
+from ..core.factor_scores import factor_scores_in_rows
 from ..core.fixed_factors import pad_prior_record
 from ..core.mean import eta_mean, residual_proportion
 from ..core.regressions import precision, recorded_state
@@ -46,7 +47,7 @@ class UserScale:
         The factor scores in the original rows and ``U_R`` per level of K are computed
         once for both.
         """
-        F = d.factor_re.unrotate(s.QtF)
+        F = factor_scores_in_rows(s, d)
         levels = self.residual_effects_levels(s, d)
         values = self.parameters(s, d, F=F, U_R_levels=levels)
         expected = eta_mean(s, d, F=F, U_R_levels=levels) * self.scale + self.center
@@ -56,8 +57,9 @@ class UserScale:
                    U_R_levels: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """All parameters of ``s``, including the loadings prior's recorded state.
 
-        ``F`` (``unrotate(QtF)``) and ``U_R_levels`` (:meth:`residual_effects_levels`)
-        are used when given instead of being computed.
+        ``F`` (:func:`~pymegalmm.core.factor_scores.factor_scores_in_rows`) and
+        ``U_R_levels`` (:meth:`residual_effects_levels`) are used when given instead of
+        being computed.
         """
         sd, grid = self.scale, d.grid
         re = d.factor_re
@@ -79,7 +81,7 @@ class UserScale:
             cis_record["cis_effects"] = cis
         return {
             "Lambda": Lambda,
-            "F": (re.unrotate(s.QtF) if F is None else F) * f_sd,
+            "F": (factor_scores_in_rows(s, d) if F is None else F) * f_sd,
             "U_F": re.to_levels(s.U_F) * f_sd,
             "U_R": (self.residual_effects_levels(s, d) if U_R_levels is None
                     else U_R_levels) * sd,

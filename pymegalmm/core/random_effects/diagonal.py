@@ -153,6 +153,15 @@ def diagonal_basis(Z: np.ndarray | sp.spmatrix, K_tilde: np.ndarray, eig_tol: fl
     return DiagonalBasis(Q, d, S, n_pos, ZS)
 
 
+def grid_points_in_use(grid_index: np.ndarray, n_grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(grid_index, return_inverse=True)`` for indices in ``0..n_grid - 1``, by
+    counting rather than sorting (about 3 against 15 us: it runs once per trait group and
+    iteration)."""
+    grid_index = np.asarray(grid_index, dtype=np.intp)
+    used = np.flatnonzero(np.bincount(grid_index, minlength=n_grid))
+    return used, np.searchsorted(used, grid_index)
+
+
 def weighted_gram_stats(W: np.ndarray, X: np.ndarray, Y: np.ndarray, grid_index: np.ndarray
                         ) -> GramStats:
     """Gram statistics under diagonal covariances: ``X' diag(W_g) X``, ``X' diag(W_g) y_j``, ...
@@ -169,7 +178,7 @@ def weighted_gram_stats(W: np.ndarray, X: np.ndarray, Y: np.ndarray, grid_index:
         One Gram matrix per grid point in use.
     """
     K = kernels_module()
-    used, gram_index = np.unique(grid_index, return_inverse=True)
+    used, gram_index = grid_points_in_use(grid_index, W.shape[0])
     p = X.shape[1]
     X = np.ascontiguousarray(X)
     gram = np.empty((len(used), p, p))
@@ -228,7 +237,6 @@ class DiagonalRandomEffect:
         Q, d, S, n_pos = basis.Q, basis.d, basis.S, basis.n_pos
         self.n, self.r = n, r
         self.Q = np.asfortranarray(Q)  # columns = rotated coordinates
-        self.Qt = np.asfortranarray(Q.T)
         self.d_coef = np.ascontiguousarray(d)  # (r,) d' of each coefficient
         self.d_rows = np.zeros(n)  # (n,) eigenvalue of ZKZ' per rotated row
         self.d_rows[:n_pos] = d[:n_pos]
@@ -259,8 +267,8 @@ class DiagonalRandomEffect:
 
 
     def rotate(self, A: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``Qt @ A``, Fortran-ordered."""
-        return matmul(self.Qt, A, out)
+        """``Q' @ A``, Fortran-ordered (``Q`` read transposed in place)."""
+        return matmul(self.Q, A, out, trans_a=True)
 
     def unrotate(self, A: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``Q @ A``, Fortran-ordered."""

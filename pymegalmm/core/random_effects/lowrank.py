@@ -131,7 +131,6 @@ class LowRankRandomEffects:
         basis = diagonal_basis(ZLs[first], K_tildes[first], eig_tol,
                                None if eigs is None else eigs[first])
         self.Q = np.asfortranarray(basis.Q)
-        self.Qt = np.asfortranarray(basis.Q.T)
         self.n, self.n_pos = n, basis.n_pos
         self.r1 = basis.d.shape[0]
         self.d_coef = np.ascontiguousarray(basis.d)  # (r_1,)
@@ -144,7 +143,7 @@ class LowRankRandomEffects:
         self.rank = sum(sizes[m] for m in others)  # r_o
         ZT = (np.hstack([_as_dense(ZLs[m]) @ Tm for m, Tm in zip(others, T, strict=True)])
               if others else np.zeros((n, 0)))
-        self.C = matmul(self.Qt, ZT)  # (n, r_o)
+        self.C = matmul(self.Q, ZT, trans_a=True)  # (n, r_o)
         self.r = self.r1 + self.rank
 
         # Coefficients -> levels (formula order) and -> genetic values over all rows.
@@ -212,8 +211,8 @@ class LowRankRandomEffects:
         return self.r
 
     def rotate(self, A: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``Qt @ A``, Fortran-ordered."""
-        return matmul(self.Qt, A, out)
+        """``Q' @ A``, Fortran-ordered (``Q`` read transposed in place)."""
+        return matmul(self.Q, A, out, trans_a=True)
 
     def unrotate(self, A: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``Q @ A``, Fortran-ordered."""
