@@ -94,6 +94,10 @@ def symmetric_eig(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 #: generator seeded by the chain's generator (an array of one block: the chain's generator
 #: itself); blocks depend only on the array's shape.
 RNG_BLOCK = 2**16
+#: An array of one block with at least this many numbers (and two columns) is split in two
+#: blocks, so that both threads draw it (e.g. the coefficients' 16 x 1,000 normals and
+#: the ARD prior's 15 x 1,000 gammas at t = 1,000).
+RNG_SPLIT_FROM = 2**13
 
 
 def _fill_blocks(rng: np.random.Generator, out: np.ndarray, gamma: bool = False,
@@ -102,12 +106,15 @@ def _fill_blocks(rng: np.random.Generator, out: np.ndarray, gamma: bool = False,
 
     Block ``b`` (``width`` columns, fixed by the shape) gets its own PCG64 bit
     generator seeded from ``rng``; the kernel fills the blocks over OpenMP threads.
-    An array of one block is filled by ``rng`` itself, column by column: a child
-    generator would cost more than the draws (seeding a PCG64 takes about 6 us; an
-    iteration of the vignette's 16 trait groups makes 35 such small draws).
+    An array of one block with fewer than :data:`RNG_SPLIT_FROM` numbers (or one column)
+    is filled by ``rng`` itself, column by column: a child generator would cost more than
+    the draws (seeding a PCG64 takes about 6 us; an iteration of the vignette's 16 trait
+    groups makes 35 such small draws); a larger one is split in two blocks.
     """
     rows, cols = out.shape
     width = max(1, RNG_BLOCK // max(rows, 1))
+    if cols <= width and out.size >= RNG_SPLIT_FROM and cols >= 2:
+        width = -(-cols // 2)
     n_blocks = -(-cols // width)
     if n_blocks <= 1:
         if out.size:

@@ -7,10 +7,11 @@ import pytest
 from scipy import stats
 
 from pymegalmm import _kernels
-from pymegalmm.linalg import RNG_BLOCK, standard_gamma, standard_normal
+from pymegalmm.linalg import RNG_BLOCK, RNG_SPLIT_FROM, standard_gamma, standard_normal
 
 
-@pytest.mark.parametrize("shape", [(500, 1000), (3, 7), (RNG_BLOCK + 1, 2), (1, 1)])
+@pytest.mark.parametrize("shape", [(500, 1000), (3, 7), (RNG_BLOCK + 1, 2), (1, 1),
+                                   (16, 1000)])
 def test_draws_do_not_depend_on_thread_count(shape):
     before = _kernels.openmp_max_threads()
     try:
@@ -51,8 +52,9 @@ def test_same_seed_same_draws_different_seed_different():
 
 
 def test_one_block_is_drawn_by_the_chains_generator():
-    """An array of one block (at most RNG_BLOCK numbers in whole columns) is filled by
-    the chain's generator itself, column by column; larger arrays by child generators."""
+    """An array of one block (at most RNG_BLOCK numbers in whole columns) with fewer than
+    RNG_SPLIT_FROM numbers is filled by the chain's generator itself, column by column;
+    larger arrays by child generators."""
     ref = np.random.default_rng(5).standard_normal(1200).reshape(30, 40).T
     assert np.array_equal(standard_normal(np.random.default_rng(5), 40, 30), ref)
     ref = np.random.default_rng(6).standard_gamma(2.5, 1200).reshape(30, 40).T
@@ -61,3 +63,12 @@ def test_one_block_is_drawn_by_the_chains_generator():
     cols = RNG_BLOCK // rows + 1  # two blocks
     direct = np.random.default_rng(7).standard_normal(rows * cols).reshape(cols, rows).T
     assert not np.array_equal(standard_normal(np.random.default_rng(7), rows, cols), direct)
+    # one block of RNG_SPLIT_FROM numbers or more is split in two (both threads draw it)
+    rows, cols = 16, RNG_SPLIT_FROM // 16
+    direct = np.random.default_rng(8).standard_normal(rows * cols).reshape(cols, rows).T
+    split = standard_normal(np.random.default_rng(8), rows, cols)
+    assert not np.array_equal(split, direct)
+    # ... the first half from the first child generator, seeded by the chain's generator
+    seed = np.random.default_rng(8).integers(0, 2**63 - 1, size=2, dtype=np.int64)[0]
+    first = np.random.Generator(np.random.PCG64(int(seed))).standard_normal(rows * cols // 2)
+    np.testing.assert_array_equal(split[:, : cols // 2], first.reshape(cols // 2, rows).T)
