@@ -781,17 +781,21 @@ def test_gemm_columns_thread_bit_identical(restore_threads):
 
 
 @needs_gemm
-@pytest.mark.parametrize("n", [1, 2, 4])
-def test_gemm_columns_few_columns_take_dgemv(n, restore_threads):
-    """At most GEMV_MAX_COLUMNS columns: row tiles of one dgemv each.  Equal to the
-    product (alpha, beta, a separate source), old NaN contents ignored when beta = 0,
-    bit-identical for 1 and 2 threads."""
+@pytest.mark.parametrize("trans_a, m, kk, n", [
+    (False, 300, 257, 1), (False, 300, 257, 2), (False, 300, 257, 4),  # dgemv tiles
+    (True, 300, 257, 1), (True, 300, 40, 3), (True, 130, 257, 20), (True, 7, 5, 70),
+    (True, 1, 1, 1),
+])
+def test_gemm_columns_dgemv_tiles_and_transposed_a(trans_a, m, kk, n, restore_threads):
+    """At most GEMV_MAX_COLUMNS columns: row tiles of one dgemv each; ``trans_a``: ``A``
+    stored ``(k, m)`` and read transposed (dgemv and dgemm tiles).  Equal to the product
+    (alpha, beta, a separate source, beta != 0 on the output itself), old NaN contents
+    ignored when beta = 0, bit-identical for 1 and 2 threads."""
     from threadpoolctl import threadpool_limits
 
-    assert n <= K.GEMV_MAX_COLUMNS
-    rng = np.random.default_rng(93 + n)
-    m, kk = 300, 257  # 3 row tiles of 128
-    A = np.asfortranarray(rng.standard_normal((m, kk)))
+    rng = np.random.default_rng(93 + m + n + trans_a)
+    A = np.asfortranarray(rng.standard_normal((kk, m) if trans_a else (m, kk)))
+    op_A = A.T if trans_a else A
     B = np.asfortranarray(rng.standard_normal((kk, n)))
     S = np.asfortranarray(rng.standard_normal((m, n)))
     out = []
@@ -799,45 +803,20 @@ def test_gemm_columns_few_columns_take_dgemv(n, restore_threads):
         for n_threads in (1, 2):
             K.set_num_threads(n_threads)
             C = np.full((m, n), np.nan, order="F")
-            K.gemm_columns(A, B, C, 1.0, 0.0)
-            _assert_gemm_close(C, A, B)
+            K.gemm_columns(A, B, C, 1.0, 0.0, trans_a=trans_a)
+            _assert_gemm_close(C, op_A, B)
             out.append(C)
             C2 = np.full((m, n), np.nan, order="F")
-            K.gemm_columns(A, B, C2, -0.5, 2.0, source=S)
-            _assert_gemm_close(C2, A, B, -0.5, 2.0, S)
+            K.gemm_columns(A, B, C2, -0.5, 2.0, source=S, trans_a=trans_a)
+            _assert_gemm_close(C2, op_A, B, -0.5, 2.0, S)
             C3 = S.copy(order="F")
-            K.gemm_columns(A, B, C3, 1.5, -1.0)
-            _assert_gemm_close(C3, A, B, 1.5, -1.0, S)
+            K.gemm_columns(A, B, C3, 1.5, -1.0, trans_a=trans_a)
+            _assert_gemm_close(C3, op_A, B, 1.5, -1.0, S)
     assert np.array_equal(out[0], out[1])
-
-
-@needs_gemm
-@pytest.mark.parametrize("m, kk, n", [(300, 257, 1), (300, 40, 3), (130, 257, 20),
-                                      (7, 5, 70), (1, 1, 1)])
-def test_gemm_columns_transposed_a(m, kk, n, restore_threads):
-    """``trans_a``: ``A`` stored ``(k, m)``, ``C = alpha A' B + beta S`` (dgemv and dgemm
-    tiles) equals the product and is bit-identical for 1 and 2 threads."""
-    from threadpoolctl import threadpool_limits
-
-    rng = np.random.default_rng(97 + m + n)
-    At = np.asfortranarray(rng.standard_normal((kk, m)))
-    B = np.asfortranarray(rng.standard_normal((kk, n)))
-    S = np.asfortranarray(rng.standard_normal((m, n)))
-    out = []
-    with threadpool_limits(limits=1, user_api="blas"):
-        for n_threads in (1, 2):
-            K.set_num_threads(n_threads)
-            C = np.full((m, n), np.nan, order="F")
-            K.gemm_columns(At, B, C, 1.0, 0.0, trans_a=True)
-            _assert_gemm_close(C, At.T, B)
-            out.append(C)
-            C2 = np.full((m, n), np.nan, order="F")
-            K.gemm_columns(At, B, C2, -0.5, 2.0, source=S, trans_a=True)
-            _assert_gemm_close(C2, At.T, B, -0.5, 2.0, S)
-    assert np.array_equal(out[0], out[1])
-    with pytest.raises(ValueError):  # (k, m)' @ B needs B with k rows
-        K.gemm_columns(At, np.ones((kk + 1, n), order="F"), np.zeros((m, n), order="F"),
-                       trans_a=True)
+    if trans_a:  # (k, m)' @ B needs B with k rows
+        with pytest.raises(ValueError):
+            K.gemm_columns(A, np.ones((kk + 1, n), order="F"), np.zeros((m, n), order="F"),
+                           trans_a=True)
 
 
 @needs_gemm
