@@ -8,9 +8,9 @@ from scipy.linalg.cython_blas cimport dgemm, dgemv
 GEMM_BLOCK = 64
 GEMM_ROW_BLOCK = 128
 #: Products with at most this many columns go column by column through ``dgemv``:
-#: OpenBLAS's ``dgemm`` is slow on so few columns (one thread, ``(502 x 502) @ (502 x c)``:
-#: c = 1 68 us against 22, c = 2 112 against 43, c = 4 114 against 87; at c = 8 dgemm
-#: wins, 128 against 173; benchmarks/kernels.py).
+#: OpenBLAS's ``dgemm`` is slow on so few columns (one thread, ``(502 x 502)' @ (502 x c)``
+#: with the ``dgemm`` tiles and now: c = 1 68 and 26 us, c = 2 112 and 49, c = 4 114 and
+#: 95; ``python benchmarks/kernels.py --threads 1``, benchmarks/README.md round six).
 GEMV_MAX_COLUMNS = 4
 
 
