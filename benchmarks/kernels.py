@@ -130,6 +130,7 @@ def rotation_rows(n: int, threads: int) -> list[list[str]]:
     from pymegalmm import _kernels as K
     from pymegalmm.linalg import matmul
 
+    K.set_num_threads(threads)
     rng = np.random.default_rng(2)
     cold = [np.asfortranarray(rng.standard_normal((n, n)))
             for _ in range(max(1, 2**22 // (n * n)))]  # 32 MB
