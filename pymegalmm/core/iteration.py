@@ -83,7 +83,8 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
     for gi, g in enumerate(d.groups):
         every = g.cols.size == d.t  # one group with every trait: no gather/scatter copies
         cols = slice(None) if every else g.cols
-        X_pen = s.QtF if gi == 0 else g.re.rotate(F[g.rows])
+        QtF_g = s.QtF if gi == 0 else g.re.rotate(F[g.rows])  # F in the group's rows
+        X_pen = QtF_g
         y = s.QtEta[gi]
         if cis_part is not None:
             y = np.asfortranarray(y - g.re.rotate(cis_part[g.block]))
@@ -125,8 +126,7 @@ def _iteration(s: ChainState, d: ModelData, work: Workspace) -> None:
             s.U_R[:, cols] = draw.effects
         residual = draw.residual
         if kf:  # the factor scores need Eta - X1 B1 - Z U_R (- X_cis b_cis): add F_fixed back
-            QtF_all = s.QtF if gi == 0 else g.re.rotate(F[g.rows])
-            residual = matmul(QtF_all[:, :kf], s.Lambda[:kf, cols], out=residual, beta=1.0)
+            residual = matmul(QtF_g[:, :kf], s.Lambda[:kf, cols], out=residual, beta=1.0)
         residuals.append(residual)
 
     # Steps 3-5. Factors: tot_F_prec given the previous F_h2, then F_h2 and U_F.  (With
