@@ -70,5 +70,5 @@ def test_one_block_is_drawn_by_the_chains_generator():
     assert not np.array_equal(split, direct)
     # ... the first half from the first child generator, seeded by the chain's generator
     seed = np.random.default_rng(8).integers(0, 2**63 - 1, size=2, dtype=np.int64)[0]
-    first = np.random.Generator(np.random.PCG64(int(seed))).standard_normal(rows * cols // 2)
+    first = np.random.Generator(np.random.SFC64(int(seed))).standard_normal(rows * cols // 2)
     np.testing.assert_array_equal(split[:, : cols // 2], first.reshape(cols // 2, rows).T)
