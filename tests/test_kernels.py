@@ -923,3 +923,45 @@ def test_tiled_kernels_bound_their_tiles_and_handle_empty_shapes():
     with pytest.raises(ValueError, match="out of range"):
         K.weighted_cross_products(X, E, W, np.full(t, G, dtype=np.intp),
                                   np.empty((p, t), order="F"), np.empty(t))
+
+
+@needs_gemm
+@pytest.mark.parametrize("m, k1, k2, n", [(300, 1, 15, 200), (130, 3, 7, 65), (7, 2, 1, 5)])
+def test_subtract_two_products_equals_two_gemm_calls(m, k1, k2, n, restore_threads):
+    """``C1 = S - A1 B1``, ``C2 = C1 - A2 B2`` in one pass over the tiles: with
+    ``gemm_columns``' tiles bit-identical to the two calls it replaces (the same BLAS
+    calls); with its own whole-column tiles bit-identical for 1 and 2 threads and close to
+    NumPy's products; ``S`` untouched; the shapes it does not handle are refused."""
+    from threadpoolctl import threadpool_limits
+
+    from pymegalmm.linalg import subtract_products
+
+    rng = np.random.default_rng(95 + m + n)
+    S, A1, B1, A2, B2 = (np.asfortranarray(rng.standard_normal(shape)) for shape in
+                         ((m, n), (m, k1), (k1, n), (m, k2), (k2, n)))
+    S_before = S.copy()
+    with threadpool_limits(limits=1, user_api="blas"):
+        ref1, ref2 = np.empty((m, n), order="F"), np.empty((m, n), order="F")
+        K.gemm_columns(A1, B1, ref1, -1.0, 1.0, source=S)
+        K.gemm_columns(A2, B2, ref2, -1.0, 1.0, source=ref1)
+        for n_threads in (1, 2):
+            K.set_num_threads(n_threads)
+            C1, C2 = np.full((m, n), np.nan, order="F"), np.full((m, n), np.nan, order="F")
+            K.subtract_two_products(S, A1, B1, C1, A2, B2, C2, K.GEMM_BLOCK, K.GEMM_ROW_BLOCK)
+            assert np.array_equal(C1, ref1) and np.array_equal(C2, ref2)
+            C1, C2 = np.full((m, n), np.nan, order="F"), np.full((m, n), np.nan, order="F")
+            subtract_products(S, A1, B1, A2, B2, C1, C2)  # whole-column tiles
+            if n_threads == 1:
+                own = C1.copy(), C2.copy()
+            assert np.array_equal(C1, own[0]) and np.array_equal(C2, own[1])
+    assert np.array_equal(S, S_before)
+    _assert_gemm_close(C1, A1, B1, -1.0, 1.0, S)
+    _assert_gemm_close(C2, np.hstack([A1, A2]), np.vstack([B1, B2]), -1.0, 1.0, S)
+    few = np.zeros((m, K.GEMV_MAX_COLUMNS), order="F")
+    with pytest.raises(ValueError, match="more than"):
+        K.subtract_two_products(few, A1, B1[:, :few.shape[1]].copy(order="F"), few.copy(order="F"),
+                                A2, B2[:, :few.shape[1]].copy(order="F"), few.copy(order="F"))
+    with pytest.raises(ValueError, match="shapes"):
+        K.subtract_two_products(S, A1, B1, C1, A2, B2[:, 1:].copy(order="F"), C2)
+    with pytest.raises(ValueError, match="both block sizes"):
+        K.subtract_two_products(S, A1, B1, C1, A2, B2, C2, 16, 0)

@@ -30,8 +30,8 @@ all of them, so callers use ``pymegalmm._kernels.<name>`` only:
 ``_shrinkage``
     ``sample_ard_delta`` (step 7, ARD global shrinkage).
 ``_gemm``
-    ``gemm_columns``, ``GEMM_BLOCK``, ``GEMM_ROW_BLOCK``, ``GEMV_MAX_COLUMNS`` (tiled dense
-    products).
+    ``gemm_columns``, ``subtract_two_products``, ``GEMM_BLOCK``, ``GEMM_ROW_BLOCK``,
+    ``GEMV_MAX_COLUMNS`` (tiled dense products).
 ``_factor_scores``
     ``sample_factor_scores_by_pattern`` (step 6 with several trait groups).
 ``_random``
@@ -45,7 +45,13 @@ triangular solves used inside the parallel loops.
 
 from ._effects import sample_diagonal_effects
 from ._factor_scores import sample_factor_scores_by_pattern
-from ._gemm import GEMM_BLOCK, GEMM_ROW_BLOCK, GEMV_MAX_COLUMNS, gemm_columns
+from ._gemm import (
+    GEMM_BLOCK,
+    GEMM_ROW_BLOCK,
+    GEMV_MAX_COLUMNS,
+    gemm_columns,
+    subtract_two_products,
+)
 from ._grid import (
     LOWRANK_BLOCK,
     grid_sums_of_squares,
@@ -74,6 +80,7 @@ __all__ = [
     "sample_factor_scores_by_pattern",
     "sample_grid_index",
     "set_num_threads",
+    "subtract_two_products",
     "weighted_cross_products",
     "weighted_grams",
 ]

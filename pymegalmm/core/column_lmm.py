@@ -32,7 +32,7 @@ import numpy as np
 
 from .._config import kernels_module
 from ..errors import SamplerError
-from ..linalg import matmul, standard_normal
+from ..linalg import matmul, standard_normal, subtract_products
 from ..priors import VariancePrior
 from ..priors.base import LoadingsRegression
 from .data import Workspace
@@ -147,10 +147,9 @@ def sample_column_lmm(
         coef, tau_new = _sample_regression(re, X, y, h2_index, tau_prior, rng, p_pen,
                                            prior_prec, tau, drop_flat, pen_sampler, coef_old)
         # residuals without the flat part (kept), then without the penalised part
-        E_flat = matmul(X[:, p_pen:], coef[p_pen:], out=work.buffer(f"E_fixed{key}", (n, c)),
-                        alpha=-1.0, beta=1.0, source=y)
-        E = matmul(X[:, :p_pen], coef[:p_pen], out=work.buffer(f"E{key}", (n, c)),
-                   alpha=-1.0, beta=1.0, source=E_flat)
+        E_flat, E = subtract_products(y, X[:, p_pen:], coef[p_pen:], X[:, :p_pen],
+                                      coef[:p_pen], work.buffer(f"E_fixed{key}", (n, c)),
+                                      work.buffer(f"E{key}", (n, c)))
         if prior_mean is not None:
             coef[:p_pen] += prior_mean
             E_flat = matmul(X_pen, prior_mean, out=E_flat, beta=1.0)
