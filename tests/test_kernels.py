@@ -244,6 +244,47 @@ def test_sample_coefficients_some_traits_not_pd(n_threads, restore_threads):
     assert_close(tau, ref_tau)
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_sample_coefficients_traits_do_not_depend_on_their_batch(n_threads, restore_threads):
+    """The kernel solves 8 traits at a time (vectorised over traits): each trait's draw
+    is bit-identical to solving it alone, with not positive definite and dropped-flat
+    traits among its neighbours, and a last, partial batch (t = 21)."""
+    rng = np.random.default_rng(15)
+    p, p_pen, t = 6, 4, 21
+    prob = make_coef_problem(rng, 30, p, p_pen, t, 3)
+    gram = prob["gram"].copy()
+    gram[2] = 0.0  # traits on grid point 2 with zero prior precision: not PD
+    prob["gram"] = gram
+    prior = prob["prior_prec"].copy(order="F")
+    prior[:, prob["gram_index"] == 2] = 0.0
+    prob["prior_prec"] = prior
+    drop = np.zeros((t, p - p_pen), dtype=np.uint8)
+    drop[3::4, 1] = 1
+    K.set_num_threads(n_threads)
+
+    def run(cols):
+        part = {k: (np.asfortranarray(v[..., cols]) if k not in ("gram", "gram_index")
+                    else v) for k, v in prob.items()}
+        part["gram_index"] = np.ascontiguousarray(prob["gram_index"][cols])
+        for k in ("yWy", "tau_old", "tau_rate", "gamma_draw"):
+            part[k] = np.ascontiguousarray(prob[k][cols])
+        coef = np.full((p, len(cols)), np.nan, order="F")
+        tau = np.full(len(cols), np.nan)
+        n_bad = K.sample_coefficients(
+            part["gram"], part["gram_index"], part["XtWy"], part["yWy"], part["prior_prec"],
+            part["tau_old"], part["tau_rate"], part["gamma_draw"], part["z"], coef, tau,
+            np.ascontiguousarray(drop[cols]))
+        return coef, tau, n_bad
+
+    coef, tau, n_bad = run(np.arange(t))
+    assert 0 < n_bad < t and np.all(np.isfinite(coef)) and np.all(np.isfinite(tau))
+    alone = [run(np.array([j])) for j in range(t)]
+    np.testing.assert_array_equal(coef, np.hstack([a[0] for a in alone]))
+    np.testing.assert_array_equal(tau, np.concatenate([a[1] for a in alone]))
+    assert n_bad == sum(a[2] for a in alone)
+    assert np.all(coef[p_pen + 1, drop[:, 1] == 1] == 0.0)
+
+
 def test_sample_coefficients_no_coefficients():
     """p = 0 (nothing to regress on): P is the empty matrix, which is trivially PD.
 

