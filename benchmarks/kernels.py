@@ -72,7 +72,8 @@ def case(n: int, t: int, G: int, p: int, threads: int) -> list[list[str]]:
     W_T = np.ascontiguousarray(W.T)
     gi = rng.integers(0, G, size=t).astype(np.intp)
     used = np.arange(G, dtype=np.intp)
-    h, tau = h_grid[gi], rng.gamma(2.0, 1.0, size=t)
+    tau = rng.gamma(2.0, 1.0, size=t)
+    inv, sqrt_inv = K.effect_tables(d, h_grid)  # per grid point, once per model
     SS, XtWy, yWy = np.empty((t, G)), np.empty((p, t), order="F"), np.empty(t)
     gram = np.empty((G, p, p))
     v, res = np.empty((n, t), order="F"), np.empty((n, t), order="F")
@@ -82,7 +83,8 @@ def case(n: int, t: int, G: int, p: int, threads: int) -> list[list[str]]:
         ("weighted_cross_products", lambda: K.weighted_cross_products(X, E, W, gi, XtWy, yWy)),
         ("weighted_grams", lambda: K.weighted_grams(X, W, used, gram)),
         ("sample_diagonal_effects",
-         lambda: K.sample_diagonal_effects(E, d, h, tau, z, v, base, res)),
+         lambda: K.sample_diagonal_effects(E, d, h_grid, gi, tau, z, v, base, res, inv=inv,
+                                           sqrt_inv=sqrt_inv)),
     ]
     if not hasattr(K, "weighted_grams"):  # an older build (before 0.2.0): skip it
         products = [prod for prod in products if prod[0] != "weighted_grams"]

@@ -470,17 +470,43 @@ def test_sample_diagonal_effects_matches_reference(n, r, r_pos, t):
     tau = rng.gamma(3.0, 1.0, size=t)
     z = np.asfortranarray(rng.standard_normal((r, t)))
     v = np.full((r, t), np.nan, order="F")
-    K.sample_diagonal_effects(E, d, h, tau, z, v)
+    K.sample_diagonal_effects(E, d, h, np.arange(t), tau, z, v)  # one grid point per column
     expected = ref_sample_diagonal_effects(E, d, h, tau, z)
     assert_close(v, expected)
     np.testing.assert_array_equal(v[:, 0], 0.0)
+    # columns sharing grid points, the per-point tables passed in or computed inside
+    grid = np.unique(h)
+    index = np.searchsorted(grid, h)
+    inv, sqrt_inv = K.effect_tables(d, grid)
+    assert_close(inv, 1.0 / (np.outer(grid, d) + 1.0 - grid[:, None]))
+    assert_close(sqrt_inv, np.sqrt(inv))
+    for tables in ({}, {"inv": inv, "sqrt_inv": sqrt_inv}):
+        v2 = np.full((r, t), np.nan, order="F")
+        K.sample_diagonal_effects(E, d, grid, index, tau, z, v2, **tables)
+        np.testing.assert_array_equal(v2, v)
+    # the residual base - (sqrt(d) v, 0): rows with d_i > 0 lose their effect, others not
+    base = np.asfortranarray(rng.standard_normal((n, t)))
+    v3, resid = np.full((r, t), np.nan, order="F"), np.full((n, t), np.nan, order="F")
+    K.sample_diagonal_effects(E, d, grid, index, tau, z, v3, base, resid)
+    np.testing.assert_array_equal(v3, v)
+    m = min(n, r)
+    expected_resid = base.copy()
+    expected_resid[:m] -= np.sqrt(d[:m])[:, None] * v[:m]
+    assert_close(resid, expected_resid)
 
 
 def test_sample_diagonal_effects_rejects_bad_shapes():
     E = np.zeros((3, 2), order="F")
-    with pytest.raises(ValueError):
-        K.sample_diagonal_effects(E, np.ones(4), np.full(2, 0.5), np.ones(2),
+    grid, index, tau = np.array([0.5]), np.zeros(2, dtype=np.intp), np.ones(2)
+    with pytest.raises(ValueError, match="inconsistent"):
+        K.sample_diagonal_effects(E, np.ones(4), grid, index, tau,
                                   np.zeros((3, 2), order="F"), np.zeros((4, 2), order="F"))
+    z, v = np.zeros((4, 2), order="F"), np.zeros((4, 2), order="F")
+    with pytest.raises(ValueError, match="out of range"):
+        K.sample_diagonal_effects(E, np.ones(4), grid, np.array([0, 1]), tau, z, v)
+    with pytest.raises(ValueError, match=r"\(G, r\)"):
+        K.sample_diagonal_effects(E, np.ones(4), grid, index, tau, z, v,
+                                  inv=np.ones((1, 3)), sqrt_inv=np.ones((1, 3)))
 
 
 # ---------------------------------------------------------------------------
@@ -650,7 +676,7 @@ def test_grid_and_effects_thread_bit_identical(restore_threads):
         idx = np.empty(t, dtype=np.intp)
         K.sample_grid_index(SS, log_det, log_prior, tau, u, idx)
         v = np.empty((r, t), order="F")
-        K.sample_diagonal_effects(E, d, h, tau, z, v)
+        K.sample_diagonal_effects(E, d, h, np.arange(t), tau, z, v)
         return idx, v
 
     (i1, v1), (i2, v2) = _run_threads(run)

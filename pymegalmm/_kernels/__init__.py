@@ -26,7 +26,7 @@ all of them, so callers use ``pymegalmm._kernels.<name>`` only:
     ``sample_grid_index``, ``grid_sums_of_squares`` (steps 2 and 4, h2 grid),
     ``grid_sums_of_squares_lowrank`` (the same with a low-rank Woodbury correction).
 ``_effects``
-    ``sample_diagonal_effects`` (steps 2 and 5, random effects).
+    ``sample_diagonal_effects``, ``effect_tables`` (steps 2 and 5, random effects).
 ``_shrinkage``
     ``sample_ard_delta`` (step 7, ARD global shrinkage).
 ``_gemm``
@@ -43,7 +43,7 @@ with or without OpenMP, and ``_dense.pxd``, the small inline Cholesky factor and
 triangular solves used inside the parallel loops.
 """
 
-from ._effects import sample_diagonal_effects
+from ._effects import effect_tables, sample_diagonal_effects
 from ._factor_scores import sample_factor_scores_by_pattern
 from ._gemm import (
     GEMM_BLOCK,
@@ -68,6 +68,7 @@ __all__ = [
     "GEMM_ROW_BLOCK",
     "GEMV_MAX_COLUMNS",
     "LOWRANK_BLOCK",
+    "effect_tables",
     "fill_random_blocks",
     "gemm_columns",
     "grid_sums_of_squares",

@@ -9,6 +9,7 @@ elementwise in rotated space and needs no ``n x n`` work per iteration.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -296,9 +297,11 @@ class DiagonalRandomEffect:
 
         ``out`` is an optional Fortran-ordered output buffer.
         """
-        h = np.ascontiguousarray(self.grid[0, grid_index])
         v = np.empty((self.r, E.shape[1]), order="F") if out is None else out
-        kernels_module().sample_diagonal_effects(E, self.d_coef, h, tau, z, v)
+        inv, sqrt_inv = self.effect_tables
+        kernels_module().sample_diagonal_effects(
+            E, self.d_coef, self.grid_h, np.ascontiguousarray(grid_index, dtype=np.intp), tau,
+            z, v, inv=inv, sqrt_inv=sqrt_inv)
         return v
 
     def sample_effects_and_residual(
@@ -309,12 +312,24 @@ class DiagonalRandomEffect:
 
         The kernel writes the residual as it draws each column (no second pass).
         """
-        h = np.ascontiguousarray(self.grid[0, grid_index])
         v = np.empty((self.r, E.shape[1]), order="F") if out is None else out
         resid = np.empty_like(E, order="F") if resid_out is None else resid_out
-        kernels_module().sample_diagonal_effects(E, self.d_coef, h, tau, z, v,
-                                                 np.asfortranarray(base), resid)
+        inv, sqrt_inv = self.effect_tables
+        kernels_module().sample_diagonal_effects(
+            E, self.d_coef, self.grid_h, np.ascontiguousarray(grid_index, dtype=np.intp), tau,
+            z, v, np.asfortranarray(base), resid, inv=inv, sqrt_inv=sqrt_inv)
         return v, resid
+
+    @property
+    def grid_h(self) -> np.ndarray:
+        """The grid's variance proportions, ``(G,)``."""
+        return np.ascontiguousarray(self.grid[0])
+
+    @functools.cached_property
+    def effect_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """``1 / (d_i h_g + 1 - h_g)`` and its square root per grid point and coefficient
+        (``(G, r)`` each), looked up by the effects kernel instead of computed per entry."""
+        return kernels_module().effect_tables(self.d_coef, self.grid_h)
 
     def genetic_values(self, v: np.ndarray) -> np.ndarray:
         """Rotated genetic values ``Qt Z u`` for coefficients ``v`` (``n x t``)."""
