@@ -493,6 +493,9 @@ def test_sample_diagonal_effects_matches_reference(n, r, r_pos, t):
     expected_resid = base.copy()
     expected_resid[:m] -= np.sqrt(d[:m])[:, None] * v[:m]
     assert_close(resid, expected_resid)
+    in_place = base.copy(order="F")  # resid_out = base: the same numbers
+    K.sample_diagonal_effects(E, d, grid, index, tau, z, v3, in_place, in_place)
+    np.testing.assert_array_equal(in_place, resid)
 
 
 def test_sample_diagonal_effects_rejects_bad_shapes():

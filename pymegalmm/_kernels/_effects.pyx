@@ -55,7 +55,10 @@ def sample_diagonal_effects(
     v_out : (r, t) output coefficients.
     base, resid_out : (n, t), optional
         When given, ``resid_out = base - (sqrt(d) v, 0)`` (rotated rows), e.g. the
-        residual ``Eta - X1 B1 - Z U_R`` the factor scores need.
+        residual ``Eta - X1 B1 - Z U_R`` the factor scores need.  ``resid_out`` may be
+        ``base`` itself (each entry is read before it is written): in place, the
+        residual costs no separate ``n x t`` array (8.1 against 10.1 ms at
+        ``500 x 20,000``: the memory a separate output is first read into).
     inv, sqrt_inv : (G, r), optional
         :func:`effect_tables` of ``d`` and ``grid_h`` (computed here when not given).
         Looked up instead of a division and a square root per entry: 8.3 against 11.7 ms

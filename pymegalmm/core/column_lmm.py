@@ -172,10 +172,10 @@ def sample_column_lmm(
         h2_new = sample_grid_index_metropolis(re, E, h2_index, tau_new, log_prior_h2,
                                               h2_neighbourhoods, rng, ss_current=ss)
     z = standard_normal(rng, re.n_coef, c, out=work.buffer(f"z_effects{key}", (re.n_coef, c)))
-    if residual:
+    if residual:  # y - X_flat a - Z u, in place of y - X_flat a (our own buffer, not y)
         effects, resid = re.sample_effects_and_residual(
             E, h2_new, tau_new, z, base=E_flat, out=effects_out,
-            resid_out=work.buffer(f"residual{key}", (n, c)),
+            resid_out=E_flat if E_flat is not y else work.buffer(f"residual{key}", (n, c)),
         )
     else:
         effects, resid = re.sample_effects(E, h2_new, tau_new, z, out=effects_out), None

@@ -90,7 +90,7 @@ class RandomEffectsBackend(Protocol):
         self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray,
         base: np.ndarray, out: np.ndarray | None = None, resid_out: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Coefficients and ``base - Z u`` (rotated)."""
+        """Coefficients and ``base - Z u`` (rotated); ``resid_out`` may be ``base`` itself."""
 
     def genetic_values(self, v: np.ndarray) -> np.ndarray:
         """``Z u`` in the rotated rows."""
