@@ -58,36 +58,45 @@ def matmul(
 
 def subtract_products(
     S: np.ndarray, A1: np.ndarray, B1: np.ndarray, A2: np.ndarray, B2: np.ndarray,
-    out1: np.ndarray, out2: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``out1 = S - A1 B1`` and ``out2 = out1 - A2 B2``, bit-identical to two :func:`matmul`.
+    out1: np.ndarray, out2: np.ndarray, weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``out1 = S - A1 B1`` and ``out2 = out1 - A2 B2``; optionally the weighted sums of
+    squares of ``out2``'s columns.
 
-    The same as ``matmul(A1, B1, out=out1, alpha=-1, beta=1, source=S)`` followed by
-    ``matmul(A2, B2, out=out2, alpha=-1, beta=1, source=out1)``; with more than
-    ``GEMV_MAX_COLUMNS`` columns and both products non-empty, in one pass over the
-    tiles (``S`` read once, ``out1`` not read back: at ``500 x 20,000``, an 80 MB pass
-    less), else as those two calls.
+    The same numbers as ``matmul(A1, B1, out=out1, alpha=-1, beta=1, source=S)``
+    followed by ``matmul(A2, B2, out=out2, alpha=-1, beta=1, source=out1)`` up to the
+    tiling of the products (the last bits); with more than ``GEMV_MAX_COLUMNS`` columns
+    and both products non-empty, in one pass over the tiles (``S`` read once, ``out1``
+    not read back: at ``500 x 20,000``, an 80 MB pass less), else as those two calls.
 
     Parameters
     ----------
     S : (m, n) array.
     A1 : (m, k1), B1 : (k1, n), A2 : (m, k2), B2 : (k2, n) arrays.
     out1, out2 : (m, n) Fortran-ordered arrays.
+    weights : (m, G) C-ordered array, optional
+        Then also ``sums[j, g] = sum_i weights[i, g] out2[i, j]^2`` (``(n, G)``, the
+        quadratic forms of every grid point of a diagonal random effect), computed on
+        each tile of ``out2`` while it is in cache.
 
     Returns
     -------
-    tuple of numpy.ndarray
-        ``(out1, out2)``.
+    tuple
+        ``(out1, out2, sums)``; ``sums`` is None without ``weights``.
     """
     km = kernels_module()
+    sums = None if weights is None else np.empty((S.shape[1], weights.shape[1]))
     if S.shape[1] <= km.GEMV_MAX_COLUMNS or not A1.shape[1] or not A2.shape[1]:
         matmul(A1, B1, out=out1, alpha=-1.0, beta=1.0, source=S)
         matmul(A2, B2, out=out2, alpha=-1.0, beta=1.0, source=out1)
-        return out1, out2
+        if sums is not None:
+            km.grid_sums_of_squares(out2, weights, sums)
+        return out1, out2, sums
     km.subtract_two_products(
         *(np.asfortranarray(a, dtype=float) for a in (S, A1, B1)), out1,
-        *(np.asfortranarray(a, dtype=float) for a in (A2, B2)), out2)
-    return out1, out2
+        *(np.asfortranarray(a, dtype=float) for a in (A2, B2)), out2,
+        weights=weights, sums_out=sums)
+    return out1, out2, sums
 
 
 #: Flops (``2 m k n``) from which :func:`product` uses the tiled :func:`matmul`.

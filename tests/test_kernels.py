@@ -1025,6 +1025,27 @@ def test_subtract_two_products_equals_two_gemm_calls(m, k1, k2, n, restore_threa
                 own = C1.copy(), C2.copy()
             assert np.array_equal(C1, own[0]) and np.array_equal(C2, own[1])
     assert np.array_equal(S, S_before)
+    # with weights, the weighted sums of squares of C2's columns (the quadratic forms of
+    # every grid point): in the tiles (whole columns) or, with row tiles, in a second pass
+    W_T = np.ascontiguousarray(rng.random((m, 6)))
+    expected = np.empty((n, 6))
+    K.grid_sums_of_squares(C2, W_T, expected)
+    for tiles in ({}, {"block": 16, "row_block": max(1, m // 2)}):
+        sums = []
+        with threadpool_limits(limits=1, user_api="blas"):
+            for n_threads in (1, 2):
+                K.set_num_threads(n_threads)
+                D1, D2 = np.empty((m, n), order="F"), np.empty((m, n), order="F")
+                out = np.full((n, 6), np.nan)
+                K.subtract_two_products(S, A1, B1, D1, A2, B2, D2, weights=W_T, sums_out=out,
+                                        **tiles)
+                sums.append(out)
+        assert np.array_equal(sums[0], sums[1])
+        assert_close(sums[0], expected)
+        if not tiles:
+            in_tiles = sums[0]
+    _, _, via_linalg = subtract_products(S, A1, B1, A2, B2, D1, D2, weights=W_T)
+    assert np.array_equal(via_linalg, in_tiles)
     _assert_gemm_close(C1, A1, B1, -1.0, 1.0, S)
     _assert_gemm_close(C2, np.hstack([A1, A2]), np.vstack([B1, B2]), -1.0, 1.0, S)
     few = np.zeros((m, K.GEMV_MAX_COLUMNS), order="F")

@@ -1,8 +1,12 @@
 # cython: language_level=3
 """Dense products over fixed tiles (threads over tiles, BLAS serial)."""
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm, dgemv
+
+from ._grid import grid_sums_of_squares
+from ._tiles cimport weighted_squares_tile
 
 
 GEMM_BLOCK = 64
@@ -131,8 +135,15 @@ def subtract_two_products(
     double[::1, :] C2,
     Py_ssize_t block=0,
     Py_ssize_t row_block=0,
+    const double[:, ::1] weights=None,
+    double[:, ::1] sums_out=None,
 ):
     """``C1 = S - A1 B1`` and then ``C2 = C1 - A2 B2`` in one pass over the tiles.
+
+    With ``weights`` (``m x G``) also ``sums_out[j, g] = sum_i weights[i, g] C2[i, j]^2``
+    (``n x G``), as :func:`pymegalmm._kernels.grid_sums_of_squares` computes them (the
+    quadratic forms of every grid point), each tile's while it is in cache when tiles
+    are whole columns, else in a second pass over ``C2``.
 
     Each tile does what two :func:`gemm_columns` calls (``alpha = -1``, ``beta = 1``,
     with ``source``) do for it, one after the other, while the tile is in cache: copy
@@ -157,13 +168,17 @@ def subtract_two_products(
     C1, C2 : (m, n) Fortran-ordered outputs.
     block, row_block : columns and rows per tile; 0: the default above.  ``n`` must
         exceed :data:`GEMV_MAX_COLUMNS` (this kernel has no ``dgemv`` tiles).
+    weights : (m, G) C-ordered, optional.
+    sums_out : (n, G) C-ordered output, with ``weights``.
     """
     cdef int m = <int>source.shape[0], n = <int>source.shape[1]
     cdef int k1 = <int>A1.shape[1], k2 = <int>A2.shape[1]
     cdef int lda1 = <int>A1.shape[0], lda2 = <int>A2.shape[0], ldc = m
     cdef double minus_one = -1.0, one = 1.0
     cdef Py_ssize_t n_cb, n_rb, tile, cb, rb, i, j
-    cdef int width, height
+    cdef int width, height, G = 0
+    cdef bint sums = weights is not None
+    cdef double *E2
     if (A1.shape[0] != m or A2.shape[0] != m or B1.shape[0] != k1 or B2.shape[0] != k2
             or B1.shape[1] != n or B2.shape[1] != n or C1.shape[0] != m or C1.shape[1] != n
             or C2.shape[0] != m or C2.shape[1] != n):
@@ -174,7 +189,14 @@ def subtract_two_products(
         raise ValueError(f"subtract_two_products: needs more than {GEMV_MAX_COLUMNS} columns")
     if block < 0 or row_block < 0:
         raise ValueError("subtract_two_products: block sizes must be >= 0")
+    if sums:
+        G = <int>weights.shape[1]
+        if (sums_out is None or weights.shape[0] != m or sums_out.shape[0] != n
+                or sums_out.shape[1] != G):
+            raise ValueError("subtract_two_products: weights must be (m, G) and sums_out (n, G)")
     if m == 0:
+        if sums:
+            sums_out[:, :] = 0.0
         return
     if block == 0 and row_block == 0:
         if 16 * m <= PAIR_TILE_CELLS:
@@ -185,8 +207,13 @@ def subtract_two_products(
         raise ValueError("subtract_two_products: give both block sizes or neither")
     n_cb = (n + block - 1) // block
     n_rb = (m + row_block - 1) // row_block
-    with nogil:
+    cdef bint sums_in_tiles = sums and n_rb == 1 and G > 0
+    with nogil, parallel():
+        E2 = <double *> malloc(m * block * sizeof(double)) if sums_in_tiles else NULL
         for tile in prange(n_cb * n_rb, schedule="static"):
+            if sums_in_tiles and E2 == NULL:
+                with gil:
+                    raise MemoryError("subtract_two_products: no memory for a tile")
             rb = tile % n_rb
             cb = tile // n_rb
             height = <int>min(row_block, m - rb * row_block)
@@ -203,3 +230,9 @@ def subtract_two_products(
             dgemm("N", "N", &height, &width, &k2, &minus_one,
                   <double *>&A2[0, 0] + rb * row_block, &lda2,
                   <double *>&B2[0, cb * block], &k2, &one, &C2[rb * row_block, cb * block], &ldc)
+            if sums_in_tiles:  # the tile is whole columns: their quadratic forms now
+                weighted_squares_tile(&C2[0, cb * block], m, width, &weights[0, 0], G, E2,
+                                      &sums_out[cb * block, 0])
+        free(E2)
+    if sums and not sums_in_tiles:
+        grid_sums_of_squares(C2, weights, sums_out)

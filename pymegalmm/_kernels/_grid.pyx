@@ -6,6 +6,8 @@ from libc.math cimport exp, INFINITY
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm
 
+from ._tiles cimport weighted_squares_tile
+
 
 # ---------------------------------------------------------------------------
 # Steps 2 and 4: discrete h2 posterior over the grid
@@ -69,19 +71,6 @@ def sample_grid_index(
 # Steps 2 and 4: quadratic forms for every grid point (one random effect)
 # ---------------------------------------------------------------------------
 
-cdef inline void _diagonal_tile(const double *E, int n, int width, const double *W, int G,
-                                double *E2, double *out) noexcept nogil:
-    """``out = W (E o E)`` for one tile: ``E`` is ``n x width`` (leading dimension ``n``),
-    ``W`` is ``G x n`` (leading dimension ``G``), ``out`` is ``G x width`` (leading
-    dimension ``G``); ``E2`` is an ``n x width`` buffer.  One serial ``dgemm``."""
-    cdef Py_ssize_t i, jj
-    cdef double one = 1.0, zero = 0.0
-    for jj in range(width):
-        for i in range(n):
-            E2[i + jj * n] = E[i + jj * n] * E[i + jj * n]
-    dgemm("N", "N", &G, &width, &n, &one, <double *>W, &G, E2, &n, &zero, out, &G)
-
-
 #: Columns per tile of :func:`grid_sums_of_squares` (one ``dgemm`` call each).
 GRID_BLOCK = 256
 
@@ -134,7 +123,7 @@ def grid_sums_of_squares(
             j0 = tile * block
             width = <int>min(block, t - j0)
             # out[j0:j0+width, :]' (G x width, leading dimension G) = W (E o E)
-            _diagonal_tile(&E[0, j0], i_n, width, &W_T[0, 0], i_G, E2, &out[j0, 0])
+            weighted_squares_tile(&E[0, j0], i_n, width, &W_T[0, 0], i_G, E2, &out[j0, 0])
         free(E2)
 
 
@@ -262,7 +251,7 @@ def grid_sums_of_squares_lowrank(
                         corr[g + jj * G] = acc
             # the diagonal part as grid_sums_of_squares computes it for the same tile:
             # out[j0:j0+width, :]' = W (E o E), then minus the Woodbury correction
-            _diagonal_tile(&E[0, j0], i_n, width, &W_T[0, 0], i_G, E2, &out[j0, 0])
+            weighted_squares_tile(&E[0, j0], i_n, width, &W_T[0, 0], i_G, E2, &out[j0, 0])
             for jj in range(width):
                 for g in range(G):
                     out[j0 + jj, g] = out[j0 + jj, g] - corr[g + jj * G]

@@ -146,14 +146,20 @@ def sample_column_lmm(
             coef_old = np.concatenate([coef_old[:p_pen] - prior_mean, coef_old[p_pen:]])
         coef, tau_new = _sample_regression(re, X, y, h2_index, tau_prior, rng, p_pen,
                                            prior_prec, tau, drop_flat, pen_sampler, coef_old)
-        # residuals without the flat part (kept), then without the penalised part
-        E_flat, E = subtract_products(y, X[:, p_pen:], coef[p_pen:], X[:, :p_pen],
-                                      coef[:p_pen], work.buffer(f"E_fixed{key}", (n, c)),
-                                      work.buffer(f"E{key}", (n, c)))
+        # residuals without the flat part (kept), then without the penalised part; a
+        # back-end whose quadratic forms are weighted sums of squares gets them in the
+        # same pass
+        weights = (None if h2_neighbourhoods is not None
+                   else getattr(re, "quadratic_form_weights", None))
+        E_flat, E, SS = subtract_products(y, X[:, p_pen:], coef[p_pen:], X[:, :p_pen],
+                                          coef[:p_pen], work.buffer(f"E_fixed{key}", (n, c)),
+                                          work.buffer(f"E{key}", (n, c)), weights=weights)
         if prior_mean is not None:
             coef[:p_pen] += prior_mean
             E_flat = matmul(X_pen, prior_mean, out=E_flat, beta=1.0)
-        SS = ss = None if h2_neighbourhoods is not None else re.grid_quadratic_forms(E)
+        ss = None
+        if h2_neighbourhoods is None and SS is None:
+            SS = re.grid_quadratic_forms(E)
     else:  # no regressors: tau from its Gamma conditional given the current h2
         coef = np.empty((0, c), order="F")
         E = E_flat = y

@@ -285,6 +285,12 @@ class DiagonalRandomEffect:
         kernels_module().grid_sums_of_squares(np.asfortranarray(E), self.W_T, out)
         return out
 
+    @property
+    def quadratic_form_weights(self) -> np.ndarray:
+        """``W_T`` (``(n, G)``): :meth:`grid_quadratic_forms` is ``(E o E)' W_T``, so a
+        kernel that produces ``E`` can form them on the way (``linalg.subtract_products``)."""
+        return self.W_T
+
     def quadratic_forms_at(self, E: np.ndarray, grid_index: np.ndarray) -> np.ndarray:
         """``E_j' V_{g_j}^-1 E_j`` at one grid point per column, ``(c,)``: ``O(n)`` per column."""
         return np.einsum("ij,ij->j", self.W_T[:, grid_index], np.square(E))
