@@ -17,7 +17,13 @@ kernels behind the column-LMM step on ``n x t`` random data of the scaling case 
 - ``weighted_grams``: ``X' diag(W_g) X`` for every grid point (step 1),
   ``2 G n p^2`` flops;
 - ``sample_diagonal_effects``: the random effects and the residual (steps 2 and 5),
-  ``n t`` elements, each one division and one square root;
+  ``n t`` elements, with a separate residual and written in place of its base;
+- ``sample_coefficients``: the regression of step 1, ``p x p`` per trait;
+- the residuals ``E_flat = y - X1 a`` and ``E = E_flat - F Lambda`` as two tiled products
+  (``gemm_columns``) then the quadratic forms (``grid_sums_of_squares``), against
+  ``subtract_two_products`` alone and with the quadratic forms in the same pass;
+- the random effects' ``n x t`` standard normals in the sampler's blocks
+  (``fill_random_blocks``) from PCG64 and from SFC64 child generators;
 
 beside the DGEMM rate measured in the same process (NumPy, a square product, the
 same threads as the kernels) and, for the three products, NumPy's own product of
@@ -77,6 +83,24 @@ def case(n: int, t: int, G: int, p: int, threads: int) -> list[list[str]]:
     SS, XtWy, yWy = np.empty((t, G)), np.empty((p, t), order="F"), np.empty(t)
     gram = np.empty((G, p, p))
     v, res = np.empty((n, t), order="F"), np.empty((n, t), order="F")
+    # the regression's inputs: p - 1 penalised coefficients and 1 flat, G Gram matrices
+    Xg = rng.standard_normal((n, p))
+    grams = np.ascontiguousarray(np.stack([Xg.T @ (w[:, None] * Xg) for w in W]))
+    XtWy_c = np.asfortranarray(rng.standard_normal((p, t)) * 10.0)
+    yWy_c = np.abs(rng.standard_normal(t)) * 1000.0 + 500.0
+    prior = np.asfortranarray(rng.gamma(2.0, 1.0, size=(p - 1, t)))
+    rate, gam = np.full(t, 2.0), rng.gamma(250.0, 1.0, size=t)
+    z_c, coef, tau_out = (np.asfortranarray(rng.standard_normal((p, t))),
+                          np.empty((p, t), order="F"), np.empty(t))
+    # the residual products: one fixed effect, p - 1 factors
+    X1, B1 = np.ones((n, 1), order="F"), np.asfortranarray(rng.standard_normal((1, t)))
+    XF = np.asfortranarray(rng.standard_normal((n, p - 1)))
+    BF = np.asfortranarray(rng.standard_normal((p - 1, t)))
+    C1, C2 = np.empty((n, t), order="F"), np.empty((n, t), order="F")
+    # the random effects' normals in the sampler's blocks
+    from pymegalmm.linalg import RNG_BLOCK
+    width = max(1, RNG_BLOCK // n)
+    n_blocks, z_fill = -(-t // width), np.empty((n, t), order="F")
     K.set_num_threads(threads)
     products = [
         ("grid_sums_of_squares", lambda: K.grid_sums_of_squares(E, W_T, SS)),
@@ -85,6 +109,25 @@ def case(n: int, t: int, G: int, p: int, threads: int) -> list[list[str]]:
         ("sample_diagonal_effects",
          lambda: K.sample_diagonal_effects(E, d, h_grid, gi, tau, z, v, base, res, inv=inv,
                                            sqrt_inv=sqrt_inv)),
+        ("  the same, residual in place of base",  # what the column-LMM step does
+         lambda: K.sample_diagonal_effects(E, d, h_grid, gi, tau, z, v, res, res, inv=inv,
+                                           sqrt_inv=sqrt_inv)),
+        ("sample_coefficients",
+         lambda: K.sample_coefficients(grams, gi, XtWy_c, yWy_c, prior, tau, rate, gam, z_c,
+                                       coef, tau_out)),
+        ("two gemm_columns (y - X1 a, - F L)",
+         lambda: (K.gemm_columns(X1, B1, C1, -1.0, 1.0, source=E),
+                  K.gemm_columns(XF, BF, C2, -1.0, 1.0, source=C1))),
+        ("  + grid_sums_of_squares", lambda: K.grid_sums_of_squares(C2, W_T, SS)),
+        ("subtract_two_products", lambda: K.subtract_two_products(E, X1, B1, C1, XF, BF, C2)),
+        ("  with the quadratic forms",
+         lambda: K.subtract_two_products(E, X1, B1, C1, XF, BF, C2, weights=W_T, sums_out=SS)),
+        ("n x t normals, PCG64 blocks",
+         lambda: K.fill_random_blocks([np.random.PCG64(b) for b in range(n_blocks)], z_fill,
+                                      width, False, 1.0)),
+        ("n x t normals, SFC64 blocks (linalg)",
+         lambda: K.fill_random_blocks([np.random.SFC64(b) for b in range(n_blocks)], z_fill,
+                                      width, False, 1.0)),
     ]
     if not hasattr(K, "weighted_grams"):  # an older build (before 0.2.0): skip it
         products = [prod for prod in products if prod[0] != "weighted_grams"]
