@@ -151,7 +151,7 @@ def _fill_blocks(rng: np.random.Generator, out: np.ndarray, gamma: bool = False,
     generator seeded from ``rng``; the kernel fills the blocks over OpenMP threads.
     SFC64 rather than PCG64: NumPy's normals from it take 3.78 against 4.39 ns each on
     2 threads (500 x 20,000 in 153 blocks, benchmarks/README.md round seven); both are
-    NumPy's own generators, passing the same statistical test batteries.
+    NumPy's own bit generators, and the normals come from NumPy's own ziggurat either way.
     An array of one block with fewer than :data:`RNG_SPLIT_FROM` numbers (or one column)
     is filled by ``rng`` itself, column by column: a child generator would cost more than
     the draws (seeding one takes about 6 us; an iteration of the vignette's 16 trait

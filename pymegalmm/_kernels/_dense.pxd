@@ -66,18 +66,25 @@ cdef enum:
     LANES = 8
 
 
+cdef inline void _minus_dots_lanes(double *acc, const double *A, int j, int i,
+                                   int ld) noexcept nogil:
+    """Per problem: ``acc = A[j, i] - sum_{k < j} A[k, j] A[k, i]`` (summed in order of k)."""
+    cdef int k, q
+    for q in range(LANES):
+        acc[q] = A[(j + i * ld) * LANES + q]
+    for k in range(j):
+        for q in range(LANES):
+            acc[q] = acc[q] - A[(k + j * ld) * LANES + q] * A[(k + i * ld) * LANES + q]
+
+
 cdef inline void chol_upper_lanes(double *A, int m, int ld, int *failed) noexcept nogil:
     """In place, per problem: as :func:`chol_upper`; ``failed[q]`` set to 1 where a pivot
     is not positive (that problem's factor is then meaningless, the others unaffected)."""
-    cdef int i, j, k, q
+    cdef int i, j, q
     cdef double acc[LANES]
     cdef double diag[LANES]
     for j in range(m):
-        for q in range(LANES):
-            acc[q] = A[(j + j * ld) * LANES + q]
-        for k in range(j):
-            for q in range(LANES):
-                acc[q] = acc[q] - A[(k + j * ld) * LANES + q] * A[(k + j * ld) * LANES + q]
+        _minus_dots_lanes(acc, A, j, j, ld)
         for q in range(LANES):
             if not acc[q] > 0.0:
                 failed[q] = 1
@@ -85,11 +92,7 @@ cdef inline void chol_upper_lanes(double *A, int m, int ld, int *failed) noexcep
             diag[q] = sqrt(acc[q])
             A[(j + j * ld) * LANES + q] = diag[q]
         for i in range(j + 1, m):
-            for q in range(LANES):
-                acc[q] = A[(j + i * ld) * LANES + q]
-            for k in range(j):
-                for q in range(LANES):
-                    acc[q] = acc[q] - A[(k + j * ld) * LANES + q] * A[(k + i * ld) * LANES + q]
+            _minus_dots_lanes(acc, A, j, i, ld)
             for q in range(LANES):
                 A[(j + i * ld) * LANES + q] = acc[q] / diag[q]
 

@@ -57,12 +57,13 @@ def sample_diagonal_effects(
         When given, ``resid_out = base - (sqrt(d) v, 0)`` (rotated rows), e.g. the
         residual ``Eta - X1 B1 - Z U_R`` the factor scores need.  ``resid_out`` may be
         ``base`` itself (each entry is read before it is written): in place, the
-        residual costs no separate ``n x t`` array (8.1 against 10.1 ms at
-        ``500 x 20,000``: the memory a separate output is first read into).
+        residual needs no separate ``n x t`` array, which the CPU would first read into
+        its cache (``500 x 20,000`` on 2 threads: 8.5 against 10.4 ms,
+        ``benchmarks/kernels.py``).
     inv, sqrt_inv : (G, r), optional
         :func:`effect_tables` of ``d`` and ``grid_h`` (computed here when not given).
-        Looked up instead of a division and a square root per entry: 8.3 against 11.7 ms
-        at ``500 x 20,000`` on 2 threads, the same numbers.
+        Looked up instead of a division and a square root per entry, the same numbers
+        (``500 x 20,000`` on 2 threads: 10.4 against 12.2 ms).
     """
     cdef Py_ssize_t n = E.shape[0], t = E.shape[1], r = d.shape[0], G = grid_h.shape[0]
     cdef Py_ssize_t i, j, g

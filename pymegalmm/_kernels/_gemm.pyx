@@ -125,6 +125,19 @@ def gemm_columns(
                   <double *>&B[0, cb * block], &ldb, &beta, &C[rb * row_block, cb * block], &ldc)
 
 
+cdef inline void _subtract_tile(const double *S, const double *A, int lda, const double *B,
+                                int k, double *C, int ld, int height, int width) noexcept nogil:
+    """One tile of ``C = S - A B`` (``height x width``; ``S`` and ``C`` with leading
+    dimension ``ld``, ``B`` with ``k``): copy ``S`` into ``C``, then one ``dgemm``."""
+    cdef Py_ssize_t i, j
+    cdef double minus_one = -1.0, one = 1.0
+    for j in range(width):
+        for i in range(height):
+            C[i + j * ld] = S[i + j * ld]
+    dgemm("N", "N", &height, &width, &k, &minus_one, <double *>A, &lda, <double *>B, &k,
+          &one, C, &ld)
+
+
 def subtract_two_products(
     const double[::1, :] source,
     const double[::1, :] A1,
@@ -154,9 +167,8 @@ def subtract_two_products(
     By default (``block = row_block = 0``) a tile is whole columns, about
     :data:`PAIR_TILE_CELLS` numbers (``m <= PAIR_TILE_CELLS / 16``; taller matrices
     get :func:`gemm_columns`' tiles): reading whole columns streams memory in order.
-    At ``500 x 20,000`` with ``k1 = 1``, ``k2 = 15`` on 2 threads: 8.4-8.8 ms,
-    against 12.4-12.6 ms with :func:`gemm_columns`' ``128 x 64`` tiles and 13.3 ms
-    for the two separate calls.  Other tiles than :func:`gemm_columns`' can change the
+    At ``500 x 20,000`` with ``k1 = 1``, ``k2 = 15`` on 2 threads: 9.3 ms against
+    13.0 ms for the two :func:`gemm_columns` calls (``benchmarks/kernels.py``).  Other tiles than :func:`gemm_columns`' can change the
     last bits (the BLAS treats tile edges differently); with ``gemm_columns``' tiles
     passed explicitly the results equal the two calls bit for bit.
 
@@ -174,7 +186,6 @@ def subtract_two_products(
     cdef int m = <int>source.shape[0], n = <int>source.shape[1]
     cdef int k1 = <int>A1.shape[1], k2 = <int>A2.shape[1]
     cdef int lda1 = <int>A1.shape[0], lda2 = <int>A2.shape[0], ldc = m
-    cdef double minus_one = -1.0, one = 1.0
     cdef Py_ssize_t n_cb, n_rb, tile, cb, rb, i, j
     cdef int width, height, G = 0
     cdef bint sums = weights is not None
@@ -218,18 +229,12 @@ def subtract_two_products(
             cb = tile // n_rb
             height = <int>min(row_block, m - rb * row_block)
             width = <int>min(block, n - cb * block)
-            for j in range(cb * block, cb * block + width):
-                for i in range(rb * row_block, rb * row_block + height):
-                    C1[i, j] = source[i, j]
-            dgemm("N", "N", &height, &width, &k1, &minus_one,
-                  <double *>&A1[0, 0] + rb * row_block, &lda1,
-                  <double *>&B1[0, cb * block], &k1, &one, &C1[rb * row_block, cb * block], &ldc)
-            for j in range(cb * block, cb * block + width):
-                for i in range(rb * row_block, rb * row_block + height):
-                    C2[i, j] = C1[i, j]
-            dgemm("N", "N", &height, &width, &k2, &minus_one,
-                  <double *>&A2[0, 0] + rb * row_block, &lda2,
-                  <double *>&B2[0, cb * block], &k2, &one, &C2[rb * row_block, cb * block], &ldc)
+            _subtract_tile(&source[rb * row_block, cb * block], &A1[rb * row_block, 0], lda1,
+                           &B1[0, cb * block], k1, &C1[rb * row_block, cb * block], ldc,
+                           height, width)
+            _subtract_tile(&C1[rb * row_block, cb * block], &A2[rb * row_block, 0], lda2,
+                           &B2[0, cb * block], k2, &C2[rb * row_block, cb * block], ldc,
+                           height, width)
             if sums_in_tiles:  # the tile is whole columns: their quadratic forms now
                 weighted_squares_tile(&C2[0, cb * block], m, width, &weights[0, 0], G, E2,
                                       &sums_out[cb * block, 0])

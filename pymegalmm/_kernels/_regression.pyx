@@ -235,7 +235,8 @@ def sample_coefficients(
     # The traits go LANES at a time (lane q: trait j0 + q; a last, partial batch repeats
     # trait j0 in its spare lanes and does not write them), each through the operations
     # of the one-trait algorithm above in the same order (_dense.pxd's *_lanes routines):
-    # bit-identical to solving one trait after the other, 3-4x faster.
+    # bit-identical to solving one trait after the other, about twice as fast (t = 20,000
+    # on 2 threads: 3.3 against 6.7 ms, benchmarks/README.md round seven).
     with nogil, parallel():
         P = <double *> malloc((p * p + 1) * LANES * sizeof(double))
         w = <double *> malloc((p + 1) * LANES * sizeof(double))
