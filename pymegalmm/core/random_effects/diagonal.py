@@ -58,9 +58,9 @@ def incidence_product(Z: np.ndarray | sp.spmatrix, A: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(n, c)``, Fortran-ordered for an incidence ``Z`` (the rows are gathered column
-        by column: at ``n = r = c = 5000``, 0.25 against 0.5 s for a C-ordered gather and
-        no copy when the caller needs Fortran order).
+        ``(n, c)``, Fortran-ordered for an incidence ``Z``: the rows are gathered column
+        by column, straight into the order the back-ends keep (at ``n = 5000`` the
+        setup copied three C-ordered gathers into Fortran order, about 0.9 s).
     """
     levels = incidence_levels(Z)
     if levels is not None:
