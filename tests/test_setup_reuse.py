@@ -192,6 +192,15 @@ def test_genetic_values_of_all_rows_from_levels():
     sparse = re.genetic_values_all_rows(v, levels=re.to_levels(v))
     np.testing.assert_allclose(sparse, dense, rtol=1e-12, atol=1e-12)
     assert sparse.shape == (n_all, 3) and sparse.flags.f_contiguous
+    # a random intercept's Z: the rows' levels gathered, as the sparse product bit for bit
+    levels = re.to_levels(v)
+    assert re._row_levels is not None
+    np.testing.assert_array_equal(sparse, re.Z_levels_all @ levels)
+    # a Z that is not an incidence matrix (a slope): the sparse product
+    slope = DiagonalRandomEffect(Z_all[rows] * 2.0, K, np.eye(r), grid, Z_all=Z_all * 2.0)
+    assert slope._row_levels is None
+    np.testing.assert_array_equal(slope.genetic_values_all_rows(v, levels=levels),
+                                  (Z_all * 2.0) @ levels)
     L = np.linalg.cholesky(K)[:, :5]  # a rank-5 factor: levels != coefficients
     low = DiagonalRandomEffect(Z_all[rows] @ L, L.T @ L, L, grid, Z_all=Z_all @ L)
     w = rng.standard_normal((5, 2))

@@ -365,8 +365,18 @@ class DiagonalRandomEffect:
 
         ``levels``, the same effects per level of K (``to_levels(v)``, when already
         computed), turns the dense ``(Z S) v`` into a sparse product ``Z u_levels``
-        when ``Z`` is sparse and K of full rank (the same numbers up to rounding).
+        when ``Z`` is sparse and K of full rank (the same numbers up to rounding); a
+        random intercept's ``Z`` (one 1 per row) gathers the rows instead, the same
+        numbers as the sparse product (at 500 x 20,000: 26 against 52-93 ms, each record
+        of ``E[Y]`` makes one).
         """
         if levels is not None and self.Z_levels_all is not None:
+            if self._row_levels is not None:
+                return np.take(np.asarray(levels).T, self._row_levels, axis=1).T
             return np.asfortranarray(self.Z_levels_all @ levels)
         return matmul(self.Z_all, v)
+
+    @functools.cached_property
+    def _row_levels(self) -> np.ndarray | None:
+        """Each row's level when ``Z_levels_all`` is an incidence matrix, else None."""
+        return None if self.Z_levels_all is None else incidence_levels(self.Z_levels_all)
