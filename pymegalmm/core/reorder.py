@@ -29,6 +29,14 @@ def _correlated_columns(A: np.ndarray, threshold: float) -> np.ndarray:
     return drop
 
 
+def _zero_factor_scores(s: ChainState, columns: np.ndarray) -> None:
+    """Set the scores of the factors ``columns`` to 0 in ``QtF`` (and in ``F``, which
+    several trait groups keep in the original rows too)."""
+    s.QtF[:, columns] = 0.0
+    if s.F.size:
+        s.F[:, columns] = 0.0
+
+
 def reorder_factors(s: ChainState, d: ModelData, drop_cor_threshold: float = 0.6) -> np.ndarray:
     """Zero redundant factors and sort the factors by decreasing size (in place).
 
@@ -58,15 +66,11 @@ def reorder_factors(s: ChainState, d: ModelData, drop_cor_threshold: float = 0.6
     F = factor_scores_in_rows(s, d)
     zero = _correlated_columns(F, drop_cor_threshold)
     zero[:kf] = False  # fixed factors are kept
-    s.QtF[:, zero] = 0.0
-    if s.F.size:  # several trait groups: F kept in the original rows too
-        s.F[:, zero] = 0.0
+    _zero_factor_scores(s, zero)
     genetic_F = re_F.unrotate(re_F.genetic_values(s.U_F))
     zero_g = _correlated_columns(np.where(zero, 0.0, genetic_F), drop_cor_threshold)
     zero_g[:kf] = False
-    s.QtF[:, zero_g] = 0.0
-    if s.F.size:
-        s.F[:, zero_g] = 0.0
+    _zero_factor_scores(s, zero_g)
     if _M_EFF in s.lambda_prior:  # the prior measures its factors (horseshoe): as R
         m_eff = np.array(s.lambda_prior[_M_EFF], dtype=float, copy=True)  # free factors
         m_eff[(zero | zero_g)[kf:]] = 0.0

@@ -65,8 +65,14 @@ def incidence_product(Z: np.ndarray | sp.spmatrix, A: np.ndarray) -> np.ndarray:
     """
     levels = incidence_levels(Z)
     if levels is not None:
-        return np.take(np.asarray(A).T, levels, axis=1).T
+        return gather_rows(A, levels)
     return _as_dense(Z) @ A
+
+
+def gather_rows(A: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``A[rows]``, Fortran-ordered, gathered column by column (``Z @ A`` for an
+    incidence ``Z`` whose row ``i`` is level ``rows[i]``: the same numbers)."""
+    return np.take(np.asarray(A).T, rows, axis=1).T
 
 
 def incidence_levels(Z: np.ndarray | sp.spmatrix) -> np.ndarray | None:
@@ -309,12 +315,7 @@ class DiagonalRandomEffect:
 
         ``out`` is an optional Fortran-ordered output buffer.
         """
-        v = np.empty((self.r, E.shape[1]), order="F") if out is None else out
-        inv, sqrt_inv = self.effect_tables
-        kernels_module().sample_diagonal_effects(
-            E, self.d_coef, self.grid_h, np.ascontiguousarray(grid_index, dtype=np.intp), tau,
-            z, v, inv=inv, sqrt_inv=sqrt_inv)
-        return v
+        return self._draw(E, grid_index, tau, z, out)[0]
 
     def sample_effects_and_residual(
         self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray,
@@ -324,12 +325,18 @@ class DiagonalRandomEffect:
 
         The kernel writes the residual as it draws each column (no second pass).
         """
-        v = np.empty((self.r, E.shape[1]), order="F") if out is None else out
         resid = np.empty_like(E, order="F") if resid_out is None else resid_out
+        return self._draw(E, grid_index, tau, z, out, np.asfortranarray(base), resid)
+
+    def _draw(self, E: np.ndarray, grid_index: np.ndarray, tau: np.ndarray, z: np.ndarray,
+              out: np.ndarray | None, base: np.ndarray | None = None,
+              resid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The effects kernel with the per-grid-point tables; ``(v, resid)``."""
+        v = np.empty((self.r, E.shape[1]), order="F") if out is None else out
         inv, sqrt_inv = self.effect_tables
         kernels_module().sample_diagonal_effects(
             E, self.d_coef, self.grid_h, np.ascontiguousarray(grid_index, dtype=np.intp), tau,
-            z, v, np.asfortranarray(base), resid, inv=inv, sqrt_inv=sqrt_inv)
+            z, v, base, resid, inv=inv, sqrt_inv=sqrt_inv)
         return v, resid
 
     @property
@@ -372,7 +379,7 @@ class DiagonalRandomEffect:
         """
         if levels is not None and self.Z_levels_all is not None:
             if self._row_levels is not None:
-                return np.take(np.asarray(levels).T, self._row_levels, axis=1).T
+                return gather_rows(levels, self._row_levels)
             return np.asfortranarray(self.Z_levels_all @ levels)
         return matmul(self.Z_all, v)
 
